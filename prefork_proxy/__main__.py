@@ -1,0 +1,55 @@
+"""Command line: `python -m prefork_proxy [-c FILE] [--check] [--bind HOST:PORT] [--workers N]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__, logs
+from .config import ConfigError, Overrides, load, summary
+from .master import HaltError, Master
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prefork-proxy", description=(
+        "A caching HTTP/1.1 proxy: a pre-fork master and threaded workers. "
+        "Signals to the master: HUP reload, TERM graceful stop, INT/QUIT fast stop, "
+        "TTIN/TTOU one worker more/less, USR1 reopen logs."))
+    parser.add_argument("-c", "--config", default="config/proxy.toml", help="config file (TOML)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config, print the effective settings and exit (0 ok, 2 bad)")
+    parser.add_argument("--bind", action="append", default=[], metavar="HOST:PORT",
+                        help="listen here instead of server.bind (repeatable)")
+    parser.add_argument("--workers", type=int, metavar="N", help="override server.workers")
+    parser.add_argument("--version", action="version", version=f"prefork_proxy {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = Overrides(bind=tuple(args.bind), workers=args.workers)
+    try:
+        config = load(args.config, overrides)
+    except ConfigError as error:
+        print(f"prefork_proxy: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check:
+        print(summary(config))
+        print(f"prefork_proxy: the configuration file {args.config} syntax is ok")
+        return 0
+    logs.configure(config.log)
+    try:
+        return Master(config, overrides).run()
+    except HaltError as error:
+        logging.getLogger("prefork_proxy.master").critical("%s", error)
+        return 3
+    except OSError as error:
+        logging.getLogger("prefork_proxy.master").critical("%s", error)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,459 @@
+"""One client connection, served by one handler thread from accept to close.
+
+# design: a keep-alive loop of request/response exchanges. The request head is read under one total
+# deadline (not per read); the body is streamed to the origin piece by piece as it arrives, and the
+# response streamed back the same way, so memory per connection is one recv buffer whatever the
+# body size. Every failure becomes a `ProxyError` carrying its status; if the head was already sent
+# the connection is cut instead, so a client never takes a short body for a complete one. A
+# request whose framing is in doubt ends the connection: unread bytes are never parsed as a new
+# request.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from .accesslog import AccessLog, Record
+from .errors import (BadGateway, BadRequest, ContentTooLarge, ExpectationFailed, GatewayTimeout,
+                     MethodNotAllowed, ProxyError, RequestTimeout, UpstreamClosed)
+from .http1 import (END, LAST_CHUNK, HeadLimits, RequestHead, RequestReader, ResponseHead,
+                    chunk_prefix, header_value, request_head_bytes, response_head_bytes)
+from .proxy import (Route, check_via, client_response_headers, connect_allowed, route,
+                    upstream_request_headers)
+from .scoreboard import Row
+from .settings import Limits, Server
+from .tunnel import open_tunnel, pump
+from .upstream import RECV_SIZE, Pool, Upstream, _sendmsg_all, is_reset
+
+__all__ = ["Context", "ClientConnection"]
+
+log = logging.getLogger("prefork_proxy.worker")
+
+_RETRYABLE = frozenset(("GET", "HEAD", "OPTIONS"))     # issue: never retry a POST
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_ALLOW = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT"
+
+
+@dataclass
+class Context:
+    """What every handler thread of a worker shares (read-only but for the pool and the log)."""
+
+    server: Server
+    limits: Limits
+    origin: tuple[str, str, int] | None
+    pool: Pool
+    access_log: AccessLog
+    tunnel_idle_timeout: float = 300.0
+    send_timeout: float = 60.0
+    stopping: bool = False
+    head_limits: HeadLimits = field(init=False)
+
+    def __post_init__(self) -> None:
+        lim = self.limits
+        self.head_limits = HeadLimits(lim.max_request_line, lim.max_header_line,
+                                      lim.max_header_bytes, lim.max_header_count)
+
+
+class _ClientGone(Exception):
+    """The client closed or reset the connection: nothing more to send."""
+
+
+class _Abort(Exception):
+    """The response head was sent and the exchange failed: cut the connection."""
+
+
+class ClientConnection:
+    def __init__(self, sock: socket.socket, client_ip: str, ctx: Context, row: Row) -> None:
+        self.sock, self.client_ip, self.ctx, self.row = sock, client_ip, ctx, row
+        self.reader = RequestReader(ctx.head_limits)
+        self.pending: deque = deque()
+        self.idle = False            # waiting for the first byte of a request (safe to close)
+        self.served = 0
+        self._body_done = True       # the current request's body has been read to its end
+
+    # -- the keep-alive loop ---------------------------------------------------------------
+    def serve(self) -> None:
+        try:
+            while self._serve_one():
+                pass
+        except _ClientGone:
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _serve_one(self) -> bool:
+        record = Record(self.client_ip)
+        try:
+            head = self._read_head()
+        except ProxyError as error:
+            return self._fail_early(error, record)
+        if head is None:
+            return False
+        started = time.monotonic()
+        record.started = time.time()
+        self.row.begin(started)
+        try:
+            keep = self._exchange(head, record)
+        finally:
+            record.duration = time.monotonic() - started
+            self.row.end(record.duration)
+            self.ctx.access_log.log(record)
+            self.served += 1
+        return keep and not self.ctx.stopping
+
+    def _fail_early(self, error: ProxyError, record: Record) -> bool:
+        """A request that failed before its head was complete: answer and close."""
+        record.started = time.time()
+        self._send_error(error, record, close=True)
+        self.ctx.access_log.log(record)
+        return False
+
+    # -- reading the client -----------------------------------------------------------------
+    def _feed(self, data: bytes) -> None:
+        self.reader.feed(data)
+        if self.reader.events:
+            self.pending.extend(self.reader.events)
+            self.reader.events.clear()
+
+    def _read_head(self) -> RequestHead | None:
+        """The next request head, or None when the client closed or stayed idle too long."""
+        deadline = None
+        while not self.pending:
+            if deadline is None and not self.reader._in_head:
+                data = self._wait_first_byte()
+                if data is None:
+                    return None
+                deadline = time.monotonic() + self.ctx.limits.header_timeout
+            else:
+                deadline = deadline or time.monotonic() + self.ctx.limits.header_timeout
+                data = self._recv_before(deadline, RequestTimeout("request head not received in time"))
+                if not data:
+                    return None
+            self._feed(data)
+        head = self.pending.popleft()
+        if not isinstance(head, RequestHead):  # pragma: no cover - the parser guarantees order
+            raise BadRequest("unexpected data before a request head")
+        if not head.has_body and self.pending and self.pending[0] is END:
+            self.pending.popleft()            # llhttp ends a bodiless message with its head
+        return head
+
+    def _wait_first_byte(self) -> bytes | None:
+        timeout = self.ctx.server.keepalive_timeout if self.served else self.ctx.limits.header_timeout
+        self.idle = True
+        try:
+            if self.ctx.stopping:
+                return None
+            self.sock.settimeout(timeout)
+            data = self.sock.recv(RECV_SIZE)
+        except (socket.timeout, OSError):
+            return None
+        finally:
+            self.idle = False
+        return data or None
+
+    def _recv_before(self, deadline: float, on_timeout: ProxyError) -> bytes:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise on_timeout
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except socket.timeout:
+            raise on_timeout from None
+        except OSError:
+            raise _ClientGone() from None
+
+    def _body_events(self, head: RequestHead):
+        """Yield the request body's pieces as they arrive, enforcing size, deadline and rate."""
+        limits = self.ctx.limits
+        received, started = 0, time.monotonic()
+        self._body_done = False
+        while True:
+            while self.pending:
+                event = self.pending.popleft()
+                if event is END:
+                    self._body_done = True
+                    return
+                received += len(event)
+                if limits.max_body_bytes and received > limits.max_body_bytes:
+                    raise ContentTooLarge(f"request body larger than {limits.max_body_bytes} bytes")
+                yield event
+            self._check_rate(received, started)
+            data = self._recv_before(time.monotonic() + limits.body_timeout,
+                                     RequestTimeout("request body stalled"))
+            if not data:
+                raise _ClientGone()
+            self._feed(data)
+
+    def _check_rate(self, received: int, started: float) -> None:
+        limits = self.ctx.limits
+        elapsed = time.monotonic() - started
+        if limits.body_min_rate and elapsed > limits.body_rate_grace:
+            if received / elapsed < limits.body_min_rate:
+                raise RequestTimeout(f"request body slower than {limits.body_min_rate} bytes/s")
+
+    # -- one exchange ---------------------------------------------------------------------
+    def _exchange(self, head: RequestHead, record: Record) -> bool:
+        record.method, record.target, record.version = head.method, head.target, head.version
+        record.referer = header_value(head.headers, "referer") or "-"
+        record.user_agent = header_value(head.headers, "user-agent") or "-"
+        try:
+            return self._dispatch(head, record)
+        except ProxyError as error:
+            keep = self._body_done and not error.close and head.keep_alive
+            return self._send_error(error, record, close=not keep) and keep
+        except _Abort:
+            return False
+
+    def _dispatch(self, head: RequestHead, record: Record) -> bool:
+        self._check_request(head)
+        target = route(head, self.ctx.origin)
+        if target.kind == "connect":
+            return self._tunnel(head, target, record)
+        if head.method == "TRACE":
+            raise MethodNotAllowed("TRACE is disabled")
+        max_forwards = header_value(head.headers, "max-forwards")
+        if target.kind == "asterisk" or (head.method == "OPTIONS" and max_forwards == "0"):
+            return self._answer_options(head, record)   # RFC 9110 §7.6.2: we are the recipient
+        return self._forward(head, target, record)
+
+    def _check_request(self, head: RequestHead) -> None:
+        hosts = [value for name, value in head.headers if name.lower() == "host"]
+        if head.version == "1.1" and len(hosts) != 1:
+            raise BadRequest("HTTP/1.1 request needs exactly one Host field")  # RFC 9112 §3.2
+        check_via(head.headers, self.ctx.server.via_pseudonym)
+        expect = header_value(head.headers, "expect")
+        if expect is not None and expect.strip().lower() != "100-continue":
+            raise ExpectationFailed(f"unsupported expectation {expect[:40]!r}")  # RFC 9110 §10.1.1
+        limit = self.ctx.limits.max_body_bytes
+        if limit and head.content_length and head.content_length > limit:
+            raise ContentTooLarge(f"request body of {head.content_length} bytes is over {limit}")
+        self._body_done = not head.has_body
+
+    def _answer_options(self, head: RequestHead, record: Record) -> bool:
+        headers = [("Allow", _ALLOW), ("Content-Length", "0")]
+        return self._send_simple(record, 200, headers, b"", keep=head.keep_alive)
+
+    # -- forwarding -----------------------------------------------------------------------
+    def _forward(self, head: RequestHead, target: Route, record: Record) -> bool:
+        ctx = self.ctx
+        headers = upstream_request_headers(head, target, self.client_ip, ctx.server.via_pseudonym)
+        if head.chunked:
+            headers.append(("Transfer-Encoding", "chunked"))
+        elif head.content_length is not None:
+            headers.append(("Content-Length", str(head.content_length)))
+        request = request_head_bytes(head.method, target.target, headers)
+        began = time.monotonic()
+        conn, reader, response = self._send_request(head, target, request)
+        record.upstream_status = response.status
+        record.upstream_time = time.monotonic() - began
+        return self._relay(head, conn, reader, response, record)
+
+    def _send_request(self, head: RequestHead, target: Route, request: bytes):
+        """Send the request; return the connection, its reader and the final response head."""
+        retryable = head.method in _RETRYABLE and not head.has_body
+        conn = self.ctx.pool.acquire(target.key)
+        try:
+            return self._attempt(head, conn, request)
+        except UpstreamClosed:
+            conn.close()
+            if not (conn.reused and retryable):
+                raise
+        conn = self.ctx.pool.acquire(target.key, fresh=True)   # one transparent retry
+        try:
+            return self._attempt(head, conn, request)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _attempt(self, head: RequestHead, conn: Upstream, request: bytes):
+        try:
+            conn.send(request)
+            if head.has_body:
+                self._send_body(head, conn)
+            return self._response_head(head, conn)
+        except ProxyError:
+            conn.close()
+            raise
+        except socket.timeout:
+            conn.close()
+            raise GatewayTimeout("the origin did not respond in time") from None
+        except OSError as error:
+            conn.close()
+            if is_reset(error):
+                raise UpstreamClosed() from None
+            raise BadGateway(f"origin connection failed: {error}") from None
+
+    def _send_body(self, head: RequestHead, conn: Upstream) -> None:
+        if header_value(head.headers, "expect") is not None and head.version == "1.1":
+            self._send_client(_CONTINUE)          # RFC 9110 §10.1.1: we read the body ourselves
+        for piece in self._body_events(head):
+            if head.chunked:
+                conn.send_parts([chunk_prefix(len(piece)), piece, b"\r\n"])
+            else:
+                conn.send(piece)
+        if head.chunked:
+            conn.send(LAST_CHUNK)
+
+    def _response_head(self, head: RequestHead, conn: Upstream):
+        """Read up to the final response head, relaying 1xx interim responses (RFC 9110 §15.2)."""
+        reader = conn.reader(head_only=head.method == "HEAD")
+        got_bytes = False
+        while True:
+            while reader.events:
+                event = reader.events.pop(0)
+                if isinstance(event, ResponseHead):
+                    if event.status >= 200:
+                        return conn, reader, event
+                    self._interim(head, event)
+                # END of an interim response: nothing to do
+            data = conn.recv()
+            if not data:
+                if got_bytes:
+                    raise BadGateway("the origin closed the connection in the response head")
+                raise UpstreamClosed()
+            got_bytes = True
+            reader.feed(data)
+
+    def _interim(self, head: RequestHead, response: ResponseHead) -> None:
+        if response.status == 101:
+            raise BadGateway("the origin switched protocols, which this proxy does not support")
+        if head.version == "1.1" and response.status != 100:
+            self._send_client(response_head_bytes(response.status, client_response_headers(
+                response, self.ctx.server.via_pseudonym)))
+
+    # -- relaying the response --------------------------------------------------------------
+    def _relay(self, head: RequestHead, conn: Upstream, reader, response: ResponseHead,
+               record: Record) -> bool:
+        headers, chunked, keep = self._response_framing(head, response)
+        record.status = response.status
+        try:
+            sent = self._stream(conn, reader, response_head_bytes(response.status, headers), chunked)
+        except (_ClientGone, _Abort):
+            conn.close()
+            raise _Abort() from None
+        record.bytes_sent = sent
+        if response.keep_alive and reader.complete and reader.clean_end and self._body_done:
+            self.ctx.pool.release(conn)
+        else:
+            conn.close()
+        return keep
+
+    def _response_framing(self, head: RequestHead, response: ResponseHead):
+        """The client-side head fields, whether to chunk, and whether to keep the connection."""
+        headers = client_response_headers(response, self.ctx.server.via_pseudonym)
+        keep = head.keep_alive and self._body_done and not self.ctx.stopping
+        chunked = False
+        if head.method == "HEAD" or response.status == 304:
+            length = header_value(response.headers, "content-length")
+            if length is not None:             # RFC 9110 §8.6: the length a GET would have had
+                headers.append(("Content-Length", length))
+        elif response.status == 204:
+            pass
+        elif response.content_length is not None:
+            headers.append(("Content-Length", str(response.content_length)))
+        elif head.version == "1.1":
+            chunked = True
+            headers.append(("Transfer-Encoding", "chunked"))
+        else:
+            keep = False                       # HTTP/1.0 client: the body ends at close
+        if not keep:
+            headers.append(("Connection", "close"))
+        elif head.version == "1.0":
+            headers.append(("Connection", "keep-alive"))
+        return headers, chunked, keep
+
+    def _stream(self, conn: Upstream, reader, head_bytes: bytes, chunked: bool) -> int:
+        """Send the head and the body as it arrives; gather what is ready into one sendmsg."""
+        parts, sent = [head_bytes], 0
+        while True:
+            done = False
+            while reader.events:
+                event = reader.events.pop(0)
+                if event is END:
+                    done = True
+                    if chunked:
+                        parts.append(LAST_CHUNK)
+                    break
+                sent += len(event)
+                parts.extend((chunk_prefix(len(event)), event, b"\r\n") if chunked else (event,))
+            self._send_client_parts(parts)
+            parts = []
+            if done:
+                return sent
+            self._read_upstream(conn, reader)
+
+    def _read_upstream(self, conn: Upstream, reader) -> None:
+        try:
+            data = conn.recv()
+        except OSError as error:
+            log.warning("origin %s:%s failed mid-response: %s", conn.key[1], conn.key[2], error)
+            raise _Abort() from None
+        if data:
+            try:
+                reader.feed(data)
+            except ProxyError as error:
+                log.warning("origin %s:%s: %s", conn.key[1], conn.key[2], error.detail)
+                raise _Abort() from None
+        elif not reader.eof():
+            log.warning("origin %s:%s closed mid-response: body truncated", conn.key[1], conn.key[2])
+            raise _Abort()
+
+    # -- CONNECT ---------------------------------------------------------------------------
+    def _tunnel(self, head: RequestHead, target: Route, record: Record) -> bool:
+        connect_allowed(target.port, self.ctx.server.connect_ports)
+        upstream = open_tunnel(target.host, target.port, self.ctx.pool.connect_timeout)
+        record.status = 200
+        try:
+            self._send_client(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            early = self.reader.tunnel_data or b""
+            record.bytes_sent = pump(self.sock, upstream, early, self.ctx.tunnel_idle_timeout,
+                                     lambda: self.ctx.stopping)
+        finally:
+            upstream.close()
+        return False
+
+    # -- writing the client ---------------------------------------------------------------
+    def _send_client(self, data: bytes) -> None:
+        self._send_client_parts([data])
+
+    def _send_client_parts(self, parts: list[bytes]) -> None:
+        try:
+            self.sock.settimeout(self.ctx.send_timeout)
+            _sendmsg_all(self.sock, parts)
+        except OSError:
+            raise _ClientGone() from None
+
+    def _send_simple(self, record: Record, status: int, headers: list[tuple[str, str]],
+                     body: bytes, keep: bool) -> bool:
+        keep = keep and self._body_done and not self.ctx.stopping
+        if not keep:
+            headers.append(("Connection", "close"))
+        headers.append(("Via", f"1.1 {self.ctx.server.via_pseudonym}"))
+        record.status, record.bytes_sent = status, len(body)
+        self._send_client_parts([response_head_bytes(status, headers), body])
+        return keep
+
+    def _send_error(self, error: ProxyError, record: Record, close: bool) -> bool:
+        """A short text/plain answer with the error's status (and 'Connection: close' if closing)."""
+        if error.status >= 500:
+            log.info("%s %s -> %d %s", record.method, record.target[:200], error.status, error.detail)
+        else:
+            log.debug("%s %s -> %d %s", record.method, record.target[:200], error.status, error.detail)
+        body = f"{error.status} {error.detail}\n".encode("utf-8", "replace")
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+                   ("Cache-Control", "no-store")]
+        try:
+            return self._send_simple(record, error.status, headers, body, keep=not close)
+        except _ClientGone:
+            return False

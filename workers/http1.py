@@ -1,0 +1,304 @@
+"""HTTP/1.1 framing, sans-IO: bytes in, events out; heads in, bytes out.
+
+# design: httptools (llhttp, strict: no leniency flags) parses; its callbacks stay tiny and append
+# events to a list; all policy runs after `feed()` returns. Events are a `RequestHead` /
+# `ResponseHead`, `bytes` (a body piece, never more than one recv) and `END` (end of message).
+# Limits are enforced while bytes arrive, so memory per connection stays bounded whatever the peer
+# sends. Nothing here opens a socket or reads a clock. Every message the proxy sends is re-serialised
+# from a head (never piped raw), so a lenient peer on one side cannot desync the other side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import httptools
+
+from .errors import (BadGateway, BadRequest, HeadersTooLarge, NotImplementedCoding, ProxyError,
+                     URITooLong, VersionNotSupported)
+
+__all__ = [
+    "END", "RequestHead", "ResponseHead", "RequestReader", "ResponseReader", "HeadLimits",
+    "request_head_bytes", "response_head_bytes", "chunk_prefix", "LAST_CHUNK", "header_value",
+]
+
+END = object()            # the end-of-message event
+LAST_CHUNK = b"0\r\n\r\n"  # RFC 9112 §7.1: last-chunk, no trailer section
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    request_line: int = 8192
+    header_line: int = 8192
+    header_bytes: int = 65536
+    header_count: int = 100
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: str
+    target: str
+    version: str                      # "1.0" or "1.1"
+    headers: list[tuple[str, str]]
+    keep_alive: bool
+    chunked: bool
+    content_length: int | None        # None when chunked or no body
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    version: str
+    headers: list[tuple[str, str]]
+    keep_alive: bool
+    chunked: bool
+    content_length: int | None
+    until_close: bool = False         # RFC 9112 §6.3 rule 8: the body ends when the connection does
+
+
+def header_value(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The field's value, several field lines combined with ", " (RFC 9110 §5.3); None if absent."""
+    values = [value for key, value in headers if key.lower() == name]
+    return ", ".join(values) if values else None
+
+
+def _framing(headers: list[tuple[str, str]]) -> tuple[bool, int | None]:
+    chunked, length = False, None
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "transfer-encoding":
+            chunked = True            # llhttp accepted it, so chunked is the final coding
+        elif lname == "content-length":
+            length = int(value)       # llhttp rejected duplicates and non-digits already
+    return chunked, (None if chunked else length)
+
+
+class _Reader:
+    """Shared callback plumbing of the request and response readers."""
+
+    def __init__(self, limits: HeadLimits) -> None:
+        self.limits = limits
+        self.events: list = []
+        self._headers: list[tuple[str, str]] = []
+        self._head_bytes = 0
+        self._in_head = False
+        self._head_began_in_feed = False
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._head_bytes = 0
+        self._in_head = True
+        self._head_began_in_feed = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value) + 4
+        self._head_bytes += size
+        if size > self.limits.header_line:
+            raise self._too_large(f"header field {name[:40]!r} longer than {self.limits.header_line} bytes")
+        if len(self._headers) >= self.limits.header_count:
+            raise self._too_large(f"more than {self.limits.header_count} header fields")
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def _too_large(self, detail: str) -> ProxyError:
+        return HeadersTooLarge(detail)
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        self.events.append(END)
+
+    def _count_head(self, size: int) -> None:
+        # A head that began inside this feed (pipelining) is counted from the next feed on: at most
+        # one recv more than the limit is ever buffered. on_header counts the fields themselves.
+        if self._in_head and not self._head_began_in_feed:
+            self._head_bytes += size
+        if self._in_head and self._head_bytes > self.limits.header_bytes:
+            raise self._too_large(f"header section larger than {self.limits.header_bytes} bytes")
+
+    def _feed(self, data: bytes) -> None:
+        self._head_began_in_feed = False
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as error:
+            if isinstance(error.__context__, ProxyError):
+                raise error.__context__ from None
+            raise self._invalid(str(error)) from None
+        except httptools.HttpParserError as error:
+            raise self._invalid(str(error)) from None
+        self._count_head(len(data))
+
+
+class RequestReader(_Reader):
+    """Client side: feed() bytes from the client; consume `events`.
+
+    After a CONNECT head (or an Upgrade) the parser stops: `tunnel_data` holds the bytes that
+    followed the head, and nothing more may be fed.
+    """
+
+    def __init__(self, limits: HeadLimits = HeadLimits()) -> None:
+        super().__init__(limits)
+        self._parser = httptools.HttpRequestParser(self)
+        self._url: list[bytes] = []
+        self._url_len = 0
+        self._te_count = 0
+        self.tunnel_data: bytes | None = None
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._url = []
+        self._url_len = 0
+        self._te_count = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url_len += len(url)
+        if self._url_len > self.limits.request_line:
+            raise URITooLong(f"request target longer than {self.limits.request_line} bytes")
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        if name.lower() == b"transfer-encoding":
+            self._check_transfer_coding(value)
+
+    def _check_transfer_coding(self, value: bytes) -> None:
+        self._te_count += 1
+        if self._te_count > 1:
+            raise BadRequest("more than one Transfer-Encoding field")
+        if value.strip().lower() != b"chunked":
+            # RFC 9112 §6.1: a server that does not understand a transfer coding answers 501.
+            raise NotImplementedCoding(f"unsupported transfer coding {value[:40].decode('latin-1')!r}")
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise VersionNotSupported(f"HTTP/{version} is not supported")
+        chunked, length = _framing(self._headers)
+        self.events.append(RequestHead(
+            method=parser.get_method().decode("ascii"), target=b"".join(self._url).decode("latin-1"),
+            version=version, headers=self._headers, keep_alive=parser.should_keep_alive(),
+            chunked=chunked, content_length=length))
+        self._in_head = False
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._feed(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.tunnel_data = data[upgrade.args[0]:]
+
+    def _invalid(self, reason: str) -> ProxyError:
+        if "version" in reason.lower():
+            return VersionNotSupported(reason)
+        if "transfer-encoding" in reason.lower() and "invalid `transfer-encoding`" in reason.lower():
+            return NotImplementedCoding(reason)
+        return BadRequest(reason)
+
+
+class ResponseReader(_Reader):
+    """Upstream side: feed() bytes from the origin; consume `events`.
+
+    `head_only` is set for responses to HEAD (RFC 9110 §9.3.2): the message ends with its head and
+    `clean_end` says whether the head ended exactly at the end of the bytes received (only then is
+    the connection safe to reuse). `eof()` ends a close-delimited body or reports a truncated one.
+    """
+
+    def __init__(self, limits: HeadLimits = HeadLimits(), head_only: bool = False) -> None:
+        super().__init__(limits)
+        self._parser = httptools.HttpResponseParser(self)
+        self.head_only = head_only
+        self.clean_end = True
+        self._head: ResponseHead | None = None
+        self._complete = False
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._complete = False
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        chunked, length = _framing(self._headers)
+        bodiless = self.head_only or status < 200 or status in (204, 304)
+        head = ResponseHead(status=status, version=parser.get_http_version(), headers=self._headers,
+                            keep_alive=parser.should_keep_alive(), chunked=chunked,
+                            content_length=0 if bodiless else length,
+                            until_close=not bodiless and not chunked and length is None)
+        self._head = head
+        self._in_head = False
+        self.events.append(head)
+        if self.head_only and status >= 200:
+            self.events.append(END)
+            self._complete = True
+            raise _HeadDone()
+
+    def on_message_complete(self) -> None:
+        if not self._complete:
+            self._complete = True
+            super().on_message_complete()
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._feed(data)
+        except _HeadDone:
+            self.clean_end = data.endswith(b"\r\n\r\n")
+
+    def eof(self) -> bool:
+        """The origin closed: True if that ended the body (close-delimited), False if truncated."""
+        if self._complete:
+            return True
+        head = self._head
+        if head is not None and head.until_close:
+            self._complete = True
+            self.events.append(END)
+            return True
+        return False
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    def _too_large(self, detail: str) -> ProxyError:
+        return BadGateway(f"origin response head: {detail}")
+
+    def _invalid(self, reason: str) -> ProxyError:
+        return BadGateway(f"invalid response from origin: {reason}")
+
+
+class _HeadDone(ProxyError):
+    """Raised in a callback to stop the parser after the head of a response to HEAD."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Serialisation. Status lines are built once (uvicorn's trick); heads are joined in one pass.
+
+_STATUS_LINES = {
+    int(status): f"HTTP/1.1 {int(status)} {status.phrase}\r\n".encode("latin-1") for status in HTTPStatus
+}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
+
+
+def _fields(headers: list[tuple[str, str]]) -> bytes:
+    return "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1") + b"\r\n"
+
+
+def request_head_bytes(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
+    return f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + _fields(headers)
+
+
+def response_head_bytes(status: int, headers: list[tuple[str, str]]) -> bytes:
+    return _status_line(status) + _fields(headers)
+
+
+def chunk_prefix(size: int) -> bytes:
+    """RFC 9112 §7.1: chunk-size in hex, no extensions."""
+    return b"%x\r\n" % size

@@ -1,0 +1,168 @@
+"""Connections to origins: a per-worker keep-alive pool, and one request/response exchange.
+
+# design: a pooled connection is a socket plus nothing else: every response gets a fresh
+# `ResponseReader`, so no parser state survives between exchanges. A connection goes back to the
+# pool only after a complete, cleanly framed, keep-alive response; anything in doubt is closed.
+# Before reuse, a peek tells whether the origin closed it while idle. The caller retries once on a
+# fresh connection when a *reused* one dies before the first response byte (idempotent, bodiless
+# requests only), because that is the race every keep-alive client loses now and then.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+
+from .errors import BadGateway, GatewayTimeout, UpstreamClosed
+from .http1 import HeadLimits, ResponseReader
+
+__all__ = ["Pool", "Upstream", "RECV_SIZE"]
+
+RECV_SIZE = 65536
+_RESPONSE_LIMITS = HeadLimits(request_line=8192, header_line=65536, header_bytes=262144, header_count=500)
+
+
+class Upstream:
+    """One connection to an origin."""
+
+    __slots__ = ("sock", "key", "reused", "idle_since", "_tls")
+
+    def __init__(self, sock: socket.socket, key: tuple[str, str, int]) -> None:
+        self.sock, self.key = sock, key
+        self.reused = False
+        self.idle_since = 0.0
+        self._tls = isinstance(sock, ssl.SSLSocket)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_parts(self, parts: list[bytes]) -> None:
+        if self._tls:
+            self.sock.sendall(b"".join(parts))
+        else:
+            _sendmsg_all(self.sock, parts)
+
+    def recv(self) -> bytes:
+        return self.sock.recv(RECV_SIZE)
+
+    def reader(self, head_only: bool) -> ResponseReader:
+        return ResponseReader(_RESPONSE_LIMITS, head_only=head_only)
+
+    def alive(self) -> bool:
+        """False if the origin closed (or sent unsolicited bytes) while the connection was idle."""
+        if self._tls:
+            return self.sock.pending() == 0 and not _readable(self.sock)
+        try:
+            return not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _readable(sock: socket.socket) -> bool:
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
+def _sendmsg_all(sock: socket.socket, parts: list[bytes]) -> None:
+    """sendmsg() with scatter/gather, so a body piece is never copied to add chunk framing."""
+    views = [memoryview(part) for part in parts if part]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if sent:
+            views[0] = views[0][sent:]
+
+
+class Pool:
+    """Idle keep-alive connections per (scheme, host, port), shared by a worker's threads."""
+
+    def __init__(self, *, size: int, idle_timeout: float, connect_timeout: float,
+                 read_timeout: float) -> None:
+        self.size, self.idle_timeout = size, idle_timeout
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self._idle: dict[tuple[str, str, int], deque[Upstream]] = {}
+        self._lock = threading.Lock()
+        self._tls_context: ssl.SSLContext | None = None
+
+    def acquire(self, key: tuple[str, str, int], fresh: bool = False) -> Upstream:
+        """A live pooled connection (reused=True) or a new one; raises BadGateway/GatewayTimeout."""
+        while not fresh:
+            conn = self._pop(key)
+            if conn is None:
+                break
+            if time.monotonic() - conn.idle_since < self.idle_timeout and conn.alive():
+                conn.reused = True
+                return conn
+            conn.close()
+        return self._connect(key)
+
+    def _pop(self, key: tuple[str, str, int]) -> Upstream | None:
+        with self._lock:
+            idle = self._idle.get(key)
+            return idle.pop() if idle else None
+
+    def release(self, conn: Upstream) -> None:
+        """Give back a connection whose last exchange ended cleanly."""
+        if self.size == 0:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        with self._lock:
+            idle = self._idle.setdefault(conn.key, deque())
+            idle.append(conn)
+            surplus = idle.popleft() if len(idle) > self.size else None
+        if surplus is not None:
+            surplus.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+    def _connect(self, key: tuple[str, str, int]) -> Upstream:
+        scheme, host, port = key
+        try:
+            sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+        except socket.timeout:
+            raise GatewayTimeout(f"connecting to {host}:{port} timed out") from None
+        except socket.gaierror as error:
+            raise BadGateway(f"cannot resolve {host}: {error.strerror}") from None
+        except OSError as error:
+            raise BadGateway(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.read_timeout)
+        if scheme == "https":
+            sock = self._wrap_tls(sock, host)
+        return Upstream(sock, key)
+
+    def _wrap_tls(self, sock: socket.socket, host: str) -> ssl.SSLSocket:
+        if self._tls_context is None:
+            self._tls_context = ssl.create_default_context()
+        try:
+            return self._tls_context.wrap_socket(sock, server_hostname=host)
+        except (ssl.SSLError, OSError) as error:
+            sock.close()
+            raise BadGateway(f"TLS handshake with {host} failed: {error}") from None
+
+
+def is_reset(error: OSError) -> bool:
+    """A connection the origin closed under us (as opposed to a timeout)."""
+    return isinstance(error, (ConnectionError, UpstreamClosed)) or error.errno in (
+        errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED)
