@@ -77,6 +77,7 @@ class Bench:
         self.settings = wrk.WrkSettings(options.duration, options.connections, options.threads)
         self.script = wrk.write_script(tmp / "done.lua")
         self.started: list[Proc] = []
+        self.warnings: list[str] = []     # cleanup problems, printed under the table
         self.instances: dict[tuple[str, bool], Proc | StartError] = {}
         self.origin_port = 0
 
@@ -102,7 +103,7 @@ class Bench:
             procs.wait_ready(proc, "/1k", self.options.start_timeout)
             return proc
         except StartError as error:
-            procs.stop(proc)  # a crash-looping server must not eat CPU during the other rows
+            self._stop(proc)  # a crash-looping server must not eat CPU during the other rows
             return error
 
     def _track(self, proc: Proc) -> Proc:
@@ -120,12 +121,28 @@ class Bench:
             url = f"http://{procs.LOOPBACK}:{proc.port}{scenario.path}"
             result.load, result.wrk_output = wrk.run(url, self.settings, self.script)
         except (StartError, CheckError, wrk.WrkError) as error:
-            result.error = str(error)
+            result.error = str(error) + self._exited(result.server)
         return result
 
+    def _exited(self, name: str) -> str:
+        """For a row error: whether the server died meanwhile, with the end of its output."""
+        for proc in self.started:
+            code = proc.popen.poll()
+            if proc.name.startswith(name) and code is not None:
+                return f"; {proc.name} exited with code {code}: {procs.log_tail(proc.log)}"
+        return ""
+
+    def _stop(self, proc: Proc) -> None:
+        if proc in self.started:
+            self.started.remove(proc)
+            leftovers = procs.stop(proc)
+            if leftovers:
+                self.warnings.append(f"{proc.name} left processes running after its stop signal "
+                                     f"(killed them): {', '.join(leftovers)}")
+
     def close(self) -> None:
-        for proc in reversed(self.started):
-            procs.stop(proc)
+        for proc in reversed(list(self.started)):
+            self._stop(proc)
 
 
 def run_rows(bench: Bench, results: list[Result]) -> None:
@@ -167,11 +184,12 @@ def header(options: argparse.Namespace) -> list[str]:
     ]
 
 
-def finish(options: argparse.Namespace, results: list[Result]) -> None:
+def finish(options: argparse.Namespace, results: list[Result], warnings: list[str]) -> None:
     lines = header(options)
-    text = report.render(lines, results)
+    text = report.render(lines, results) + "".join(f"WARNING: {w}\n" for w in warnings)
     print(text, flush=True)
-    meta = {"settings": {k: getattr(options, k) for k in ("duration", "connections", "threads", "only")}}
+    meta = {"settings": {k: getattr(options, k) for k in ("duration", "connections", "threads", "only")},
+            "warnings": warnings}
     txt, js = report.save(options.results, text, report.to_json(lines, meta, results))
     print(f"saved {txt} and {js.name}")
 
@@ -205,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: kept {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    finish(options, results)
+    finish(options, results, bench.warnings)
     return 0
 
 

@@ -1,12 +1,16 @@
 """Child processes of the harness: free loopback ports, spawn, readiness by polling, stop.
 
 Each child runs in its own session (its own process group), so a Ctrl-C in the terminal reaches only
-the harness, which then stops its children in order; after the leader has exited, whatever is left
-in its group (workers, an embedded cache server) is killed. Only processes started here are touched.
+the harness, which then stops its children in order. Stopping is: the server's stop signal to the
+leader, a bounded wait, then SIGKILL for whatever is left in its group and for any descendant that
+was seen before the stop (an embedded cache server in a session of its own, say). Leftovers are
+reported: a server that orphans processes on stop has a bug worth knowing about. Only processes
+started here, directly or by the servers, are touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -16,7 +20,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 LOOPBACK = "127.0.0.1"
+STOP_GRACE = 10.0     # seconds from the stop signal to SIGKILL
 
 
 class StartError(Exception):
@@ -93,16 +100,37 @@ def wait_ready(proc: Proc, path: str, timeout: float) -> None:
     raise StartError(f"not ready after {timeout:g}s ({last}): {log_tail(proc.log)}")
 
 
-def stop(proc: Proc, grace: float = 10.0) -> None:
-    """Stop signal to the leader, a bounded wait, then SIGKILL for anything left in its group."""
+def stop(proc: Proc, grace: float = STOP_GRACE) -> list[str]:
+    """Stop the server and all it started; return the processes still alive after the grace."""
+    family = _family(proc.popen.pid)
     if proc.popen.poll() is None:
         proc.popen.send_signal(proc.stop_signal)
         try:
             proc.popen.wait(grace)
         except subprocess.TimeoutExpired:
             pass
+    _, survivors = psutil.wait_procs(family, timeout=2.0)  # workers may notice the master's exit late
     _kill_group(proc.popen.pid)
+    for process in survivors:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
     proc.popen.wait(5.0)
+    return [_describe(process) for process in survivors]
+
+
+def _family(pid: int) -> list[psutil.Process]:
+    try:
+        leader = psutil.Process(pid)
+        return [leader, *leader.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _describe(process: psutil.Process) -> str:
+    try:
+        return f"{process.name()} (pid {process.pid})"
+    except psutil.Error:
+        return f"pid {process.pid}"
 
 
 def _kill_group(pgid: int) -> None:
