@@ -54,15 +54,11 @@ class Upstream:
         return ResponseReader(_RESPONSE_LIMITS, head_only=head_only)
 
     def alive(self) -> bool:
-        """False if the origin closed (or sent unsolicited bytes) while the connection was idle."""
-        if self._tls:
-            return self.sock.pending() == 0 and not _readable(self.sock)
-        try:
-            return not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
+        """False if the origin closed (or sent unsolicited bytes) while the connection was idle:
+        an idle keep-alive connection has nothing to read, so readable means EOF or garbage."""
+        if self._tls and self.sock.pending():
             return False
+        return not _readable(self.sock)
 
     def close(self) -> None:
         try:
@@ -72,8 +68,9 @@ class Upstream:
 
 
 def _readable(sock: socket.socket) -> bool:
-    readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _sendmsg_all(sock: socket.socket, parts: list[bytes]) -> None:
