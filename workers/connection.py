@@ -129,7 +129,7 @@ class ClientConnection:
         """The next request head, or None when the client closed or stayed idle too long."""
         deadline = None
         while not self.pending:
-            if deadline is None and not self.reader._in_head:
+            if deadline is None and not self.reader.in_head:
                 data = self._wait_first_byte()
                 if data is None:
                     return None
@@ -416,6 +416,7 @@ class ClientConnection:
         record.status = 200
         try:
             self._send_client(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            self.row.begin(0.0)   # a tunnel is long-lived by design: its idle timeout governs it
             early = self.reader.tunnel_data or b""
             record.bytes_sent = pump(self.sock, upstream, early, self.ctx.tunnel_idle_timeout,
                                      lambda: self.ctx.stopping)

@@ -110,6 +110,11 @@ class _Reader:
     def on_body(self, body: bytes) -> None:
         self.events.append(body)
 
+    @property
+    def in_head(self) -> bool:
+        """A message head has begun and is not complete yet."""
+        return self._in_head
+
     def on_message_complete(self) -> None:
         self.events.append(END)
 

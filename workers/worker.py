@@ -187,8 +187,8 @@ class _Worker:
                 self.free.release()
 
     def _serve(self, sock: socket.socket, address, row) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) if sock.family != socket.AF_UNIX else None
-        conn = ClientConnection(sock, address[0] if isinstance(address, tuple) else "unix", self.ctx, row)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = ClientConnection(sock, address[0], self.ctx, row)
         key = id(conn)
         with self.conn_lock:
             self.connections[key] = conn
