@@ -78,6 +78,8 @@ class Bench:
         self.script = wrk.write_script(tmp / "done.lua")
         self.started: list[Proc] = []
         self.warnings: list[str] = []     # cleanup problems, printed under the table
+        self.started_at = time.strftime("%Y-%m-%d %H:%M:%S %z")
+        self.load_before = os.getloadavg()[0]  # other work on the machine, before ours starts
         self.instances: dict[tuple[str, bool], Proc | StartError] = {}
         self.origin_port = 0
 
@@ -170,26 +172,30 @@ def version_of(argv: list[str]) -> str:
     return first[0].split("Copyright")[0].strip() if first else "?"
 
 
-def header(options: argparse.Namespace) -> list[str]:
+def header(bench: Bench) -> list[str]:
+    options = bench.options
     return [
-        f"prefork_proxy bench, {time.strftime('%Y-%m-%d %H:%M:%S %z')}",
-        f"machine: {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+        f"prefork_proxy bench, {bench.started_at}",
+        f"machine: {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"load average {bench.load_before:.2f} before the run; "
         f"Python {platform.python_version()} ({sys.executable})",
         f"tools: {version_of(['nginx', '-v'])}; {version_of(['wrk', '-v'])}",
         f"load: wrk -c{options.connections} -t{options.threads} -d{options.duration}s, keep-alive, "
         f"loopback; origin: nginx, 1 worker; proxies: 2 workers each",
-        "NOISE: wrk, the proxies and the origin share this machine's cores; compare rows within one run,",
-        "       never numbers from different runs or machines. MB/s = 10^6 bytes/s of responses read.",
-        "ratio/nginx = this row's req/s / nginx's req/s in the same scenario (ours/nginx on ours' rows).",
+        "NOISE: wrk, the proxies, the origin and any other work share this machine's cores; compare",
+        "       rows within one run, never numbers from different runs or machines.",
+        "MB/s = 10^6 bytes/s of responses read. ratio/nginx = this row's req/s / nginx's req/s in the",
+        "       same scenario (ours/nginx on ours' rows).",
     ]
 
 
-def finish(options: argparse.Namespace, results: list[Result], warnings: list[str]) -> None:
-    lines = header(options)
-    text = report.render(lines, results) + "".join(f"WARNING: {w}\n" for w in warnings)
+def finish(bench: Bench, results: list[Result]) -> None:
+    lines = header(bench)
+    text = report.render(lines, results) + "".join(f"WARNING: {w}\n" for w in bench.warnings)
     print(text, flush=True)
+    options = bench.options
     meta = {"settings": {k: getattr(options, k) for k in ("duration", "connections", "threads", "only")},
-            "warnings": warnings}
+            "load_average_before": bench.load_before, "warnings": bench.warnings}
     txt, js = report.save(options.results, text, report.to_json(lines, meta, results))
     print(f"saved {txt} and {js.name}")
 
@@ -223,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: kept {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    finish(options, results, bench.warnings)
+    finish(bench, results)
     return 0
 
 
