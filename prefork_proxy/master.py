@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import signal
 import socket
 import time
@@ -90,6 +91,7 @@ class Master:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self) -> int:
+        raise_fd_limit()
         self.listeners = open_listeners(self.config, {})
         self.wanted = workers_wanted(self.config)
         self._install_signals()
@@ -331,6 +333,14 @@ def backoff(early_deaths: int) -> float:
     if early_deaths < 2:
         return 0.0
     return min(0.5 * 2 ** (early_deaths - 2), _MAX_BACKOFF)
+
+
+def raise_fd_limit(ceiling: int = 65536) -> None:
+    """Parked connections cost a file descriptor each: lift the soft limit toward the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard if hard != resource.RLIM_INFINITY else ceiling, ceiling)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def workers_wanted(config: Config) -> int:

@@ -49,6 +49,7 @@ class Context:
     access_log: AccessLog
     tunnel_idle_timeout: float = 300.0
     send_timeout: float = 60.0
+    linger: float = 0.1          # how long a handler thread waits for the next request before parking
     stopping: bool = False
     head_limits: HeadLimits = field(init=False)
 
@@ -67,23 +68,58 @@ class _Abort(Exception):
 
 
 class ClientConnection:
-    def __init__(self, sock: socket.socket, client_ip: str, ctx: Context, row: Row) -> None:
-        self.sock, self.client_ip, self.ctx, self.row = sock, client_ip, ctx, row
+    """A client connection's state; served in turns by handler threads, parked in between.
+
+    `run()` serves requests for as long as they arrive promptly, then returns True to have the
+    worker's main thread park the connection in its poller (a parked connection holds no thread,
+    so idle keep-alive and slow clients cost a socket, not a thread) or False when it is closed.
+    While parked, `deadline` is when the main thread gives up on it: silently for an idle
+    keep-alive connection, with a 408 when a request head had begun (`expired_response()`).
+    """
+
+    def __init__(self, sock: socket.socket, client_ip: str, ctx: Context) -> None:
+        self.sock, self.client_ip, self.ctx = sock, client_ip, ctx
         self.reader = RequestReader(ctx.head_limits)
         self.pending: deque = deque()
-        self.idle = False            # waiting for the first byte of a request (safe to close)
         self.served = 0
+        self.head_deadline = 0.0     # set when the first byte of a request head arrives
+        self.idle_since = time.monotonic()
+        self.row: Row | None = None
         self._body_done = True       # the current request's body has been read to its end
 
+    @property
+    def deadline(self) -> float:
+        if self.head_deadline:
+            return self.head_deadline
+        wait = self.ctx.server.keepalive_timeout if self.served else self.ctx.limits.header_timeout
+        return self.idle_since + wait
+
+    def expired_response(self) -> bytes:
+        """What to send when the deadline passes while parked (b'' = close silently)."""
+        if not self.head_deadline:
+            return b""
+        body = b"408 request head not received in time\n"
+        return response_head_bytes(408, [("Content-Type", "text/plain; charset=utf-8"),
+                                         ("Content-Length", str(len(body))), ("Connection", "close"),
+                                         ("Via", f"1.1 {self.ctx.server.via_pseudonym}")]) + body
+
     # -- the keep-alive loop ---------------------------------------------------------------
-    def serve(self) -> None:
+    def run(self, row: Row) -> bool:
+        """Serve what is ready; True = park me, False = closed (or to be closed)."""
+        self.row = row
         try:
-            while self._serve_one():
-                pass
+            while True:
+                record = Record(self.client_ip)
+                try:
+                    head = self._next_head()
+                except ProxyError as error:
+                    return self._fail_early(error, record)
+                if head is None:
+                    return not self.ctx.stopping
+                if not self._serve(head, record):
+                    return False
         except _ClientGone:
-            pass
-        finally:
-            self.close()
+            return False
 
     def close(self) -> None:
         try:
@@ -91,14 +127,7 @@ class ClientConnection:
         except OSError:
             pass
 
-    def _serve_one(self) -> bool:
-        record = Record(self.client_ip)
-        try:
-            head = self._read_head()
-        except ProxyError as error:
-            return self._fail_early(error, record)
-        if head is None:
-            return False
+    def _serve(self, head: RequestHead, record: Record) -> bool:
         started = time.monotonic()
         record.started = time.time()
         self.row.begin(started)
@@ -109,6 +138,7 @@ class ClientConnection:
             self.row.end(record.duration)
             self.ctx.access_log.log(record)
             self.served += 1
+            self.idle_since = time.monotonic()
         return keep and not self.ctx.stopping
 
     def _fail_early(self, error: ProxyError, record: Record) -> bool:
@@ -125,21 +155,16 @@ class ClientConnection:
             self.pending.extend(self.reader.events)
             self.reader.events.clear()
 
-    def _read_head(self) -> RequestHead | None:
-        """The next request head, or None when the client closed or stayed idle too long."""
-        deadline = None
+    def _next_head(self) -> RequestHead | None:
+        """The next complete request head, or None when none arrives within the linger time."""
         while not self.pending:
-            if deadline is None and not self.reader.in_head:
-                data = self._wait_first_byte()
-                if data is None:
-                    return None
-                deadline = time.monotonic() + self.ctx.limits.header_timeout
-            else:
-                deadline = deadline or time.monotonic() + self.ctx.limits.header_timeout
-                data = self._recv_before(deadline, RequestTimeout("request head not received in time"))
-                if not data:
-                    return None
+            data = self._recv_soon()
+            if data is None:
+                return None
+            if not self.head_deadline:
+                self.head_deadline = time.monotonic() + self.ctx.limits.header_timeout
             self._feed(data)
+        self.head_deadline = 0.0
         head = self.pending.popleft()
         if not isinstance(head, RequestHead):  # pragma: no cover - the parser guarantees order
             raise BadRequest("unexpected data before a request head")
@@ -147,19 +172,24 @@ class ClientConnection:
             self.pending.popleft()            # llhttp ends a bodiless message with its head
         return head
 
-    def _wait_first_byte(self) -> bytes | None:
-        timeout = self.ctx.server.keepalive_timeout if self.served else self.ctx.limits.header_timeout
-        self.idle = True
+    def _recv_soon(self) -> bytes | None:
+        """Bytes that arrive within the linger time (None = none came: park), within deadlines."""
+        now = time.monotonic()
+        if self.head_deadline and now >= self.head_deadline:
+            raise RequestTimeout("request head not received in time")
+        wait = min(self.ctx.linger, self.deadline - now)
+        if wait <= 0:
+            raise _ClientGone()            # idle past the keep-alive timeout
+        self.sock.settimeout(wait)
         try:
-            if self.ctx.stopping:
-                return None
-            self.sock.settimeout(timeout)
             data = self.sock.recv(RECV_SIZE)
-        except (socket.timeout, OSError):
+        except socket.timeout:
             return None
-        finally:
-            self.idle = False
-        return data or None
+        except OSError:
+            raise _ClientGone() from None
+        if not data:
+            raise _ClientGone()
+        return data
 
     def _recv_before(self, deadline: float, on_timeout: ProxyError) -> bytes:
         remaining = deadline - time.monotonic()

@@ -57,6 +57,7 @@ class Server(_Section, frozen=True):
     bind: str | list[str] = "127.0.0.1:8080"
     workers: int = 0
     threads: int = 64
+    max_connections: int = 4096
     backlog: int = 1024
     keepalive_timeout: float = 15.0
     graceful_timeout: float = 30.0
@@ -77,7 +78,7 @@ class Server(_Section, frozen=True):
             except ValueError as error:
                 raise ValueError(f"`bind`: {error}") from None
         self._positive("workers", "max_requests", "max_requests_jitter", allow_zero=True)
-        self._positive("threads", "backlog", "keepalive_timeout", "graceful_timeout",
+        self._positive("threads", "max_connections", "backlog", "keepalive_timeout", "graceful_timeout",
                        "heartbeat_timeout", "request_deadline")
         if self.workers > 512 or self.threads > 4096:
             raise ValueError("`workers`: must be <= 512 (and `threads` <= 4096)")
@@ -102,6 +103,7 @@ class Upstream(_Section, frozen=True):
     read_timeout: float = 30.0
     pool_size: int = 32
     pool_idle_timeout: float = 30.0
+    tunnel_idle_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         if self.origin:
@@ -109,7 +111,7 @@ class Upstream(_Section, frozen=True):
                 parse_origin(self.origin)
             except ValueError as error:
                 raise ValueError(f"`origin`: {error}") from None
-        self._positive("connect_timeout", "read_timeout", "pool_idle_timeout")
+        self._positive("connect_timeout", "read_timeout", "pool_idle_timeout", "tunnel_idle_timeout")
         self._positive("pool_size", allow_zero=True)
 
     @property
@@ -127,10 +129,11 @@ class Limits(_Section, frozen=True):
     body_timeout: float = 30.0
     body_min_rate: int = 1024
     body_rate_grace: float = 10.0
+    send_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         self._positive("max_request_line", "max_header_line", "max_header_bytes",
-                       "max_header_count", "header_timeout", "body_timeout")
+                       "max_header_count", "header_timeout", "body_timeout", "send_timeout")
         self._positive("max_body_bytes", "body_min_rate", "body_rate_grace", allow_zero=True)
         if self.max_header_line > self.max_header_bytes:
             raise ValueError("`max_header_line`: must not exceed `max_header_bytes`")

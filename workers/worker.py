@@ -1,12 +1,17 @@
-"""The worker process: an accept loop on the inherited listeners, feeding handler threads.
+"""The worker process: an event loop that accepts and parks connections, and handler threads.
 
-# design: the main thread owns signals, the heartbeat and accepting; `threads` handler threads
-# each serve one connection at a time. The main thread accepts only while a handler is free (a
-# semaphore), so a busy worker leaves new connections in the kernel backlog for its siblings, and
-# one poll() covers every listener (several bind addresses). DEVIATION from the architecture page
-# (handlers blocking in accept() themselves): one acceptor per process wakes once per connection
-# instead of `threads` times, serves any number of listeners, and stops accepting at once on
-# TERM. The heartbeat is written from this loop, so a wedged main thread stops it.
+# design: the main thread owns signals, the heartbeat, accepting and every *idle* connection. It
+# polls the listeners and the parked connections (new ones, idle keep-alive ones, and slow ones
+# whose request head is incomplete). A parked connection that becomes readable goes to one of
+# `threads` handler threads, which serves requests for as long as they arrive promptly and then
+# hands the connection back to be parked. So a thread is held only while a request is in
+# progress: thousands of idle or slowloris connections cost sockets, not threads (gunicorn's
+# gthread parks keep-alive connections the same way). New connections are accepted only while a
+# handler thread is free and the worker is under `max_connections`; otherwise they stay in the
+# kernel backlog for a sibling. DEVIATION from the architecture page (handlers blocking in
+# accept()): one acceptor wakes once per connection instead of `threads` times, serves any number
+# of listeners, stops accepting at once on TERM, and makes slow clients cheap. The heartbeat is
+# written from this loop, so a wedged main thread stops it.
 #
 # Exit codes, read by the master: 0 = stopped as asked (or recycled), 3 = could not boot.
 """
@@ -18,7 +23,7 @@ import logging
 import os
 import queue
 import random
-import select
+import selectors
 import signal
 import socket
 import sys
@@ -57,18 +62,27 @@ class WorkerSpec:
     cache_factory: object = None    # callable returning the cache front (built after fork), or None
 
 
+_LISTENER = object()
+_WAKE = object()
+
+
 class _Worker:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.slot = spec.slot
         self.signals: list[int] = []
-        self.stopping = threading.Event()
+        self.stopping = False
         self.fast = False
-        self.free = threading.Semaphore(spec.server.threads)
-        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.connections: dict[int, ClientConnection] = {}
-        self.conn_lock = threading.Lock()
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()     # connections for handler threads
+        self.returned: queue.SimpleQueue = queue.SimpleQueue()  # connections to park again
+        self.busy = 0                                           # handler threads serving
+        self.busy_lock = threading.Lock()
+        self.active: set[ClientConnection] = set()              # being served (for fast stop)
+        self.parked: dict[ClientConnection, float] = {}         # -> deadline
+        self.selector = selectors.DefaultSelector()
+        self.accepting = False
         self.threads: list[threading.Thread] = []
+        self._wake_r, self._wake_w = os.pipe()
         jitter = random.randint(0, spec.server.max_requests_jitter) if spec.server.max_requests else 0
         self.max_requests = spec.server.max_requests + jitter if spec.server.max_requests else 0
         up = spec.upstream
@@ -76,7 +90,8 @@ class _Worker:
             server=spec.server, limits=spec.limits, origin=up.origin_parts,
             pool=Pool(size=up.pool_size, idle_timeout=up.pool_idle_timeout,
                       connect_timeout=up.connect_timeout, read_timeout=up.read_timeout),
-            access_log=AccessLog(spec.log.access_log, spec.log.access_format))
+            access_log=AccessLog(spec.log.access_log, spec.log.access_format),
+            tunnel_idle_timeout=up.tunnel_idle_timeout, send_timeout=spec.limits.send_timeout)
 
     # -- boot ------------------------------------------------------------------------------
     def boot(self) -> None:
@@ -86,6 +101,9 @@ class _Worker:
         for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         for listener in self.spec.listeners:
             listener.setblocking(False)
         for index in range(self.spec.server.threads):
@@ -103,41 +121,88 @@ class _Worker:
 
     # -- main loop -------------------------------------------------------------------------
     def loop(self) -> None:
-        poller = select.poll()
-        by_fd = {sock.fileno(): sock for sock in self.spec.listeners}
-        for fd in by_fd:
-            poller.register(fd, select.POLLIN)
         last_flush = time.monotonic()
-        while not self.stopping.is_set():
+        while not self.stopping:
             self.slot.beat()
             self._handle_signals()
             self._check_master()
             self._check_recycle()
-            if time.monotonic() - last_flush >= 1.0:
+            self._park_returned()
+            self._gate_listeners()
+            for key, _ in self.selector.select(_TICK):
+                if key.data is _LISTENER:
+                    self._accept(key.fileobj)
+                elif key.data is _WAKE:
+                    _drain(self._wake_r)
+                else:
+                    self._dispatch(key.data)
+            now = time.monotonic()
+            self._expire_parked(now)
+            self.slot.set("idle_connections", len(self.parked))
+            if now - last_flush >= 1.0:
                 self.ctx.access_log.flush()
-                last_flush = time.monotonic()
-            if self.stopping.is_set() or not self.free.acquire(timeout=_TICK):
-                continue
-            if not self._accept_one(poller, by_fd):
-                self.free.release()
+                last_flush = now
 
-    def _accept_one(self, poller: select.poll, by_fd: dict[int, socket.socket]) -> bool:
-        """Wait up to a tick for a connection and hand it to a free handler."""
+    def _gate_listeners(self) -> None:
+        """Listen only while a handler thread is free and we are under max_connections."""
+        room = self.busy < self.spec.server.threads and \
+            len(self.parked) + self.busy < self.spec.server.max_connections
+        if room == self.accepting or self.stopping:
+            return
+        for listener in self.spec.listeners:
+            if room:
+                self.selector.register(listener, selectors.EVENT_READ, _LISTENER)
+            else:
+                self.selector.unregister(listener)
+        self.accepting = room
+
+    def _accept(self, listener: socket.socket) -> None:
         try:
-            ready = poller.poll(_TICK * 1000)
-        except InterruptedError:
-            return False
-        for fd, _ in ready:
+            sock, address = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return                    # a sibling worker took it
+        except OSError as error:
+            log.warning("accept failed: %s", error)
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = ClientConnection(sock, address[0], self.ctx)
+        self._dispatch(conn)          # a new connection usually has its request on the way
+
+    def _dispatch(self, conn: ClientConnection) -> None:
+        if self.parked.pop(conn, None) is not None:
+            self.selector.unregister(conn.sock)
+        with self.busy_lock:
+            self.busy += 1
+            self.active.add(conn)
+        self.inbox.put(conn)
+
+    def _park_returned(self) -> None:
+        while True:
             try:
-                sock, address = by_fd[fd].accept()
-            except (BlockingIOError, InterruptedError):
-                continue          # a sibling worker took it
-            except OSError as error:
-                log.warning("accept failed: %s", error)
+                conn = self.returned.get_nowait()
+            except queue.Empty:
+                return
+            if self.stopping:
+                conn.close()
                 continue
-            self.inbox.put((sock, address))
-            return True
-        return False
+            self.parked[conn] = conn.deadline
+            self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def _expire_parked(self, now: float) -> None:
+        for conn, deadline in list(self.parked.items()):
+            if now >= deadline:
+                self._unpark_and_close(conn, conn.expired_response())
+
+    def _unpark_and_close(self, conn: ClientConnection, last_words: bytes = b"") -> None:
+        del self.parked[conn]
+        self.selector.unregister(conn.sock)
+        if last_words:
+            try:
+                conn.sock.setblocking(False)
+                conn.sock.send(last_words)
+            except OSError:
+                pass
+        conn.close()
 
     def _handle_signals(self) -> None:
         while self.signals:
@@ -145,10 +210,9 @@ class _Worker:
             if signum == signal.SIGUSR1:
                 self._reopen_logs()
             elif signum in (signal.SIGINT, signal.SIGQUIT):
-                self.fast = True
-                self.stopping.set()
+                self.fast = self.stopping = True
             elif signum == signal.SIGTERM:
-                self.stopping.set()
+                self.stopping = True
             # SIGHUP: the master reloads by replacing workers; nothing to do here
 
     def _reopen_logs(self) -> None:
@@ -161,72 +225,81 @@ class _Worker:
     def _check_master(self) -> None:
         if os.getppid() != self.spec.master_pid:
             log.warning("worker %d: master is gone, stopping", os.getpid())
-            self.fast = True
-            self.stopping.set()
+            self.fast = self.stopping = True
 
     def _check_recycle(self) -> None:
         if self.max_requests and self.slot.totals()["requests"] >= self.max_requests:
             log.info("worker %d: served %d requests, recycling", os.getpid(), self.max_requests)
-            self.stopping.set()
+            self.stopping = True
 
     # -- handler threads -------------------------------------------------------------------
     def _handler(self, index: int) -> None:
         row = self.slot.row(index)
         while True:
-            sock, address = self.inbox.get()
-            if sock is None:
+            conn = self.inbox.get()
+            if conn is None:
                 return
             row.set_active(True)
-            row.add("connections")
             try:
-                self._serve(sock, address, row)
+                park = conn.run(row)
             except Exception:
-                log.exception("connection from %s failed", address)
+                log.exception("connection from %s failed", conn.client_ip)
+                park = False
             finally:
                 row.set_active(False)
-                self.free.release()
-
-    def _serve(self, sock: socket.socket, address, row) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = ClientConnection(sock, address[0], self.ctx, row)
-        key = id(conn)
-        with self.conn_lock:
-            self.connections[key] = conn
-        try:
-            conn.serve()
-        finally:
-            with self.conn_lock:
-                del self.connections[key]
+            if not park:
+                conn.close()
+            with self.busy_lock:
+                self.busy -= 1
+                self.active.discard(conn)
+            if park:
+                self.returned.put(conn)
+            _poke(self._wake_w)
 
     # -- stopping --------------------------------------------------------------------------
     def drain(self) -> None:
-        """Stop accepting, close idle keep-alive connections, wait for in-flight ones."""
+        """Stop accepting, close parked connections, let in-flight requests finish."""
         self.slot.state = "draining"
         self.ctx.stopping = True
         for listener in self.spec.listeners:
             listener.close()
+        self._park_returned()
+        for conn in list(self.parked):
+            self._unpark_and_close(conn)
         deadline = time.monotonic() + (1.0 if self.fast else self.spec.server.graceful_timeout)
-        while time.monotonic() < deadline:
+        while self.busy and time.monotonic() < deadline:
             self.slot.beat()
-            busy = self._close_connections(everything=self.fast)
-            if not busy:
-                break
-            time.sleep(0.05)
+            if self.fast:
+                self._shutdown_active()
+            self.selector.select(0.05)
+            _drain(self._wake_r)
         self.ctx.access_log.close()
         self.ctx.pool.close_all()
         self.slot.state = "stopped"
 
-    def _close_connections(self, everything: bool) -> int:
-        """Shut idle connections (all, if `everything`); return how many are still open."""
-        with self.conn_lock:
-            conns = list(self.connections.values())
+    def _shutdown_active(self) -> None:
+        with self.busy_lock:
+            conns = list(self.active)
         for conn in conns:
-            if everything or conn.idle:
-                try:
-                    conn.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        return len(conns)
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _poke(fd: int) -> None:
+    try:
+        os.write(fd, b"x")
+    except (BlockingIOError, OSError):
+        pass          # the pipe is full: the main loop is already due to wake
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
 
 
 def _die_with_parent() -> None:
