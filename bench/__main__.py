@@ -6,6 +6,7 @@ Flags (each also an environment variable, so `make bench BENCH_DURATION=5` works
   --threads N         wrk threads (BENCH_THREADS, 2)
   --only LIST         comma list of servers and/or scenarios, e.g. "ours,hit" (BENCH_ONLY, all)
   --start-timeout S   how long a server may take to answer its first GET (BENCH_START_TIMEOUT, 15)
+  --ref REF           measure our code at this git ref instead of the working tree (BENCH_REF)
   --results DIR       where the .txt and .json go (bench/results)
   --keep-temp         keep the temporary directory (configs, server logs) for inspection
 Exit status: 0 when the harness ran (rows may still carry errors), 2 when it could not run at all.
@@ -24,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import nginx, procs, report, wrk
+from bench import nginx, procs, report, source, wrk
 from bench.checks import CheckError, Scenario, check
-from bench.contenders import CONTENDERS, Contender
+from bench.contenders import CONTENDERS, Contender, with_source
 from bench.procs import Proc, StartError
 from bench.report import Result
 
@@ -49,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=int(env("BENCH_THREADS", "2")))
     parser.add_argument("--only", default=env("BENCH_ONLY", ""))
     parser.add_argument("--start-timeout", type=float, default=float(env("BENCH_START_TIMEOUT", "15")))
+    parser.add_argument("--ref", default=env("BENCH_REF", ""))
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--keep-temp", action="store_true")
     options = parser.parse_args(argv)
@@ -82,6 +84,12 @@ class Bench:
         self.load_before = os.getloadavg()[0]  # other work on the machine, before ours starts
         self.instances: dict[tuple[str, bool], Proc | StartError] = {}
         self.origin_port = 0
+        self.ours = source.describe_worktree()
+
+    def use_ref(self) -> None:
+        """Measure our code at --ref: export it and point ours at the export."""
+        self.ours = source.export(self.options.ref, self.tmp / "src")
+        self.options.contenders = list(with_source(tuple(self.options.contenders), self.tmp / "src"))
 
     def start_origin(self) -> None:
         self.origin_port = procs.free_port()
@@ -179,7 +187,7 @@ def header(bench: Bench) -> list[str]:
         f"machine: {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
         f"load average {bench.load_before:.2f} before the run; "
         f"Python {platform.python_version()} ({sys.executable})",
-        f"tools: {version_of(['nginx', '-v'])}; {version_of(['wrk', '-v'])}",
+        f"tools: {version_of(['nginx', '-v'])}; {version_of(['wrk', '-v'])}; ours: {bench.ours}",
         f"load: wrk -c{options.connections} -t{options.threads} -d{options.duration}s, keep-alive, "
         f"loopback; origin: nginx, 1 worker; proxies: 2 workers each",
         "NOISE: wrk, the proxies, the origin and any other work share this machine's cores; compare",
@@ -194,7 +202,8 @@ def finish(bench: Bench, results: list[Result]) -> None:
     text = report.render(lines, results) + "".join(f"WARNING: {w}\n" for w in bench.warnings)
     print(text, flush=True)
     options = bench.options
-    meta = {"settings": {k: getattr(options, k) for k in ("duration", "connections", "threads", "only")},
+    meta = {"settings": {k: getattr(options, k) for k in ("duration", "connections", "threads", "only", "ref")},
+            "ours": bench.ours,
             "load_average_before": bench.load_before, "warnings": bench.warnings}
     txt, js = report.save(options.results, text, report.to_json(lines, meta, results))
     print(f"saved {txt} and {js.name}")
@@ -215,8 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp.chmod(0o755)  # as root, the servers' workers run unprivileged and must reach their files
     bench, results = Bench(options, tmp), []
     try:
+        if options.ref:
+            bench.use_ref()
         bench.start_origin()
         run_rows(bench, results)
+    except source.SourceError as error:
+        print(f"bench: --ref {options.ref}: {error}", file=sys.stderr)
+        return 2
     except StartError as error:
         print(f"bench: the origin {error}", file=sys.stderr)
         return 2

@@ -9,17 +9,18 @@ documented reverse-proxy setups, with their defaults otherwise.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import nginx
 from bench.procs import Proc, spawn
+from bench.source import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 Starter = Callable[[Path, int, int, bool], Proc]
 
 
@@ -65,11 +66,12 @@ level = "warning"
 """
 
 
-def start_ours(workdir: Path, port: int, origin_port: int, cache: bool) -> Proc:
+def start_ours(workdir: Path, port: int, origin_port: int, cache: bool, *, source: Path = REPO) -> Proc:
+    """Run from `source`, the working tree or an exported commit (see bench.source)."""
     config = _prepare(workdir) / "proxy.toml"
     config.write_text(ours_toml(port, origin_port))
     argv = [sys.executable, "-m", "prefork_proxy", "-c", str(config)]
-    return spawn("ours", argv, workdir / "output.log", port, stop_signal=signal.SIGTERM, cwd=REPO)
+    return spawn("ours", argv, workdir / "output.log", port, stop_signal=signal.SIGTERM, cwd=source)
 
 
 def squid_conf(workdir: Path, port: int, origin_port: int) -> str:
@@ -100,6 +102,12 @@ def start_varnish(workdir: Path, port: int, origin_port: int, cache: bool) -> Pr
     argv = ["varnishd", "-F", "-n", str(state), "-a", f"127.0.0.1:{port}",
             "-b", f"127.0.0.1:{origin_port}", "-s", "malloc,256m"]
     return spawn("varnish", argv, workdir / "output.log", port, stop_signal=signal.SIGTERM)
+
+
+def with_source(contenders: tuple[Contender, ...], source: Path) -> tuple[Contender, ...]:
+    """The same contenders, with ours run from another source tree."""
+    ours = functools.partial(start_ours, source=source)
+    return tuple(replace(c, start=ours) if c.start is start_ours else c for c in contenders)
 
 
 CONTENDERS = (
