@@ -15,7 +15,8 @@ import time
 __all__ = ["Slot", "HEADER", "ROW", "LATENCY_BOUNDS", "STATES"]
 
 # Header cells (written by the worker's main thread; GENERATION and PID by the master at spawn).
-HEADER = ("heartbeat", "state", "pid", "generation", "booted_at", "threads", "idle_connections")
+HEADER = ("heartbeat", "state", "pid", "generation", "booted_at", "threads", "idle_connections",
+          "l1_entries", "l1_bytes", "redis_up", "redis_rtt")
 # Per-thread cells: `busy_since` is the start of the request in progress (0 = none).
 _COUNTERS = (
     "requests", "bytes_in", "bytes_out", "connections", "upstream_errors", "upstream_timeouts",
