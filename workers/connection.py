@@ -393,8 +393,9 @@ class ClientConnection:
         elif response.content_length is not None:
             headers.append(("Content-Length", str(response.content_length)))
         elif head.version == "1.1":
-            chunked = True
-            headers.append(("Transfer-Encoding", "chunked"))
+            chunked = True   # re-chunked; codings applied before chunked are kept (RFC 9112 §6.1)
+            codings = f"{response.codings}, chunked" if response.codings else "chunked"
+            headers.append(("Transfer-Encoding", codings))
         else:
             keep = False                       # HTTP/1.0 client: the body ends at close
         if not keep:

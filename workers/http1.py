@@ -19,7 +19,7 @@ from .errors import (BadGateway, BadRequest, HeadersTooLarge, NotImplementedCodi
                      URITooLong, VersionNotSupported)
 
 __all__ = [
-    "END", "RequestHead", "ResponseHead", "RequestReader", "ResponseReader", "HeadLimits",
+    "inner_codings", "END", "RequestHead", "ResponseHead", "RequestReader", "ResponseReader", "HeadLimits",
     "request_head_bytes", "response_head_bytes", "chunk_prefix", "LAST_CHUNK", "header_value",
 ]
 
@@ -59,6 +59,7 @@ class ResponseHead:
     chunked: bool
     content_length: int | None
     until_close: bool = False         # RFC 9112 §6.3 rule 8: the body ends when the connection does
+    codings: str = ""                 # transfer codings before the final chunked (rare: "gzip")
 
 
 def header_value(headers: list[tuple[str, str]], name: str) -> str | None:
@@ -67,15 +68,36 @@ def header_value(headers: list[tuple[str, str]], name: str) -> str | None:
     return ", ".join(values) if values else None
 
 
-def _framing(headers: list[tuple[str, str]]) -> tuple[bool, int | None]:
-    chunked, length = False, None
+def _framing(headers: list[tuple[str, str]]) -> tuple[str | None, int | None]:
+    """(the Transfer-Encoding value or None, the Content-Length or None); llhttp has already
+    rejected duplicate or non-numeric lengths and a length alongside a transfer coding."""
+    codings, length = None, None
     for name, value in headers:
         lname = name.lower()
         if lname == "transfer-encoding":
-            chunked = True            # llhttp accepted it, so chunked is the final coding
+            codings = value if codings is None else f"{codings}, {value}"
         elif lname == "content-length":
-            length = int(value)       # llhttp rejected duplicates and non-digits already
-    return chunked, (None if chunked else length)
+            length = int(value)
+    return codings, (None if codings is not None else length)
+
+
+def _final_chunked(codings: str) -> bool:
+    """RFC 9112 §6.3: the body is chunked only if chunked is the final transfer coding."""
+    return codings.rpartition(",")[2].strip().lower() == "chunked"
+
+
+def inner_codings(codings: str) -> str:
+    """The transfer codings applied before the final chunked ('' for plain chunked)."""
+    parts = [part.strip() for part in codings.split(",") if part.strip()]
+    if parts and parts[-1].lower() == "chunked":
+        parts.pop()
+    return ", ".join(parts)
+
+
+def _keep_alive(version: str, headers: list[tuple[str, str]]) -> bool:
+    """RFC 9112 §9.3: persistence from the version and the Connection options."""
+    tokens = {t.strip().lower() for n, v in headers if n.lower() == "connection" for t in v.split(",")}
+    return "keep-alive" in tokens if version == "1.0" else "close" not in tokens
 
 
 class _Reader:
@@ -86,23 +108,30 @@ class _Reader:
         self.events: list = []
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
+        self._raw_head_bytes = 0
         self._in_head = False
         self._head_began_in_feed = False
 
     def on_message_begin(self) -> None:
         self._headers = []
         self._head_bytes = 0
+        self._raw_head_bytes = 0
         self._in_head = True
         self._head_began_in_feed = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name) + len(value) + 4
-        self._head_bytes += size
         if size > self.limits.header_line:
             raise self._too_large(f"header field {name[:40]!r} longer than {self.limits.header_line} bytes")
         if len(self._headers) >= self.limits.header_count:
             raise self._too_large(f"more than {self.limits.header_count} header fields")
+        self._add_head_bytes(size)
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def _add_head_bytes(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.limits.header_bytes:
+            raise self._too_large(f"header section larger than {self.limits.header_bytes} bytes")
 
     def _too_large(self, detail: str) -> ProxyError:
         return HeadersTooLarge(detail)
@@ -119,12 +148,13 @@ class _Reader:
         self.events.append(END)
 
     def _count_head(self, size: int) -> None:
-        # A head that began inside this feed (pipelining) is counted from the next feed on: at most
-        # one recv more than the limit is ever buffered. on_header counts the fields themselves.
+        # The callbacks count the head exactly, but llhttp hands over a field only when it is
+        # complete; this guard bounds what it buffers meanwhile. A head that began inside this feed
+        # is counted from the next feed on, so at most one recv more than the limit is buffered.
         if self._in_head and not self._head_began_in_feed:
-            self._head_bytes += size
-        if self._in_head and self._head_bytes > self.limits.header_bytes:
-            raise self._too_large(f"header section larger than {self.limits.header_bytes} bytes")
+            self._raw_head_bytes += size
+            if self._raw_head_bytes > self.limits.header_bytes:
+                raise self._too_large(f"header section larger than {self.limits.header_bytes} bytes")
 
     def _feed(self, data: bytes) -> None:
         self._head_began_in_feed = False
@@ -164,6 +194,7 @@ class RequestReader(_Reader):
         self._url_len += len(url)
         if self._url_len > self.limits.request_line:
             raise URITooLong(f"request target longer than {self.limits.request_line} bytes")
+        self._add_head_bytes(len(url))
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -184,11 +215,11 @@ class RequestReader(_Reader):
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise VersionNotSupported(f"HTTP/{version} is not supported")
-        chunked, length = _framing(self._headers)
+        codings, length = _framing(self._headers)   # codings is "chunked" (checked in on_header)
         self.events.append(RequestHead(
             method=parser.get_method().decode("ascii"), target=b"".join(self._url).decode("latin-1"),
             version=version, headers=self._headers, keep_alive=parser.should_keep_alive(),
-            chunked=chunked, content_length=length))
+            chunked=codings is not None, content_length=length))
         self._in_head = False
 
     def feed(self, data: bytes) -> None:
@@ -198,9 +229,9 @@ class RequestReader(_Reader):
             self.tunnel_data = data[upgrade.args[0]:]
 
     def _invalid(self, reason: str) -> ProxyError:
-        if "version" in reason.lower():
+        if reason.startswith("Invalid") and "version" in reason:       # llhttp's version errors
             return VersionNotSupported(reason)
-        if "transfer-encoding" in reason.lower() and "invalid `transfer-encoding`" in reason.lower():
+        if reason.startswith("Request has invalid `Transfer-Encoding`"):  # a coding, no chunked
             return NotImplementedCoding(reason)
         return BadRequest(reason)
 
@@ -220,6 +251,8 @@ class ResponseReader(_Reader):
         self.clean_end = True
         self._head: ResponseHead | None = None
         self._complete = False
+        self._heads = 0                    # heads parsed so far (1xx included)
+        self._raw = bytearray()            # HEAD only: every byte received, to check clean_end
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -228,13 +261,18 @@ class ResponseReader(_Reader):
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
-        chunked, length = _framing(self._headers)
+        codings, length = _framing(self._headers)
+        chunked = codings is not None and _final_chunked(codings)
         bodiless = self.head_only or status < 200 or status in (204, 304)
-        head = ResponseHead(status=status, version=parser.get_http_version(), headers=self._headers,
-                            keep_alive=parser.should_keep_alive(), chunked=chunked,
-                            content_length=0 if bodiless else length,
-                            until_close=not bodiless and not chunked and length is None)
+        version = parser.get_http_version()
+        head = ResponseHead(status=status, version=version, headers=self._headers,
+                            keep_alive=_keep_alive(version, self._headers) if bodiless
+                            else parser.should_keep_alive(),
+                            chunked=chunked, content_length=0 if bodiless else length,
+                            until_close=not bodiless and not chunked and length is None,
+                            codings=inner_codings(codings) if codings else "")
         self._head = head
+        self._heads += 1
         self._in_head = False
         self.events.append(head)
         if self.head_only and status >= 200:
@@ -248,10 +286,15 @@ class ResponseReader(_Reader):
             super().on_message_complete()
 
     def feed(self, data: bytes) -> None:
+        if self.head_only:
+            self._raw += data
         try:
             self._feed(data)
         except _HeadDone:
-            self.clean_end = data.endswith(b"\r\n\r\n")
+            # Each head ends at its only empty line, so the bytes are exactly the heads iff they
+            # end with one and hold no more empty lines than heads were parsed.
+            raw = self._raw
+            self.clean_end = raw.endswith(b"\r\n\r\n") and raw.count(b"\r\n\r\n") == self._heads
 
     def eof(self) -> bool:
         """The origin closed: True if that ended the body (close-delimited), False if truncated."""

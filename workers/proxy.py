@@ -96,7 +96,9 @@ def _absolute(target: str) -> Route:
     if url.userinfo or not url.host:
         raise BadRequest("absolute-form target needs a host and no userinfo")
     host = url.host.decode("latin-1").lower()
-    port = url.port or 80
+    port = 80 if url.port is None else url.port
+    if not 0 < port < 65536:
+        raise BadRequest(f"invalid port {port} in the request target")
     path = (url.path or b"/").decode("latin-1")
     if url.query is not None:
         path = f"{path}?{url.query.decode('latin-1')}"

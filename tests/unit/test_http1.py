@@ -284,8 +284,9 @@ HEAD_RESPONSES = [
     ("exact", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", None, resp(200, 0), True),
     ("exact-chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", None,
      resp(200, 0, chunked=True), True),
-    # llhttp does not know the request was HEAD, so without a length it reports keep_alive False.
-    ("exact-no-length", b"HTTP/1.1 200 OK\r\n\r\n", None, resp(200, 0, keep_alive=False), True),
+    # A bodiless response's persistence comes from its version and Connection (RFC 9112 §9.3),
+    # not from llhttp, which does not know the request was HEAD.
+    ("exact-no-length", b"HTTP/1.1 200 OK\r\n\r\n", None, resp(200, 0), True),
     ("body-follows", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", None, resp(200, 0), False),
     ("blank-lines-follow", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab\r\n\r\n", None,
      resp(200, 0), False),
