@@ -15,13 +15,15 @@ import logging
 import socket
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 from .accesslog import AccessLog, Record
 from .errors import (BadGateway, BadRequest, ContentTooLarge, ExpectationFailed, GatewayTimeout,
                      MethodNotAllowed, ProxyError, RequestTimeout, UpstreamClosed)
 from .http1 import (END, LAST_CHUNK, HeadLimits, RequestHead, RequestReader, ResponseHead,
-                    chunk_prefix, header_value, request_head_bytes, response_head_bytes)
+                    ResponseReader, chunk_prefix, header_value, request_head_bytes, response_head_bytes)
 from .proxy import (Route, check_via, client_response_headers, connect_allowed, route,
                     upstream_request_headers)
 from .scoreboard import Row
@@ -29,7 +31,7 @@ from .settings import Limits, Server
 from .tunnel import open_tunnel, pump
 from .upstream import RECV_SIZE, Pool, Upstream, _sendmsg_all, is_reset
 
-__all__ = ["Context", "ClientConnection"]
+__all__ = ["Context", "ClientConnection", "Fetched", "Tee"]
 
 log = logging.getLogger("prefork_proxy.worker")
 
@@ -50,6 +52,7 @@ class Context:
     tunnel_idle_timeout: float = 300.0
     send_timeout: float = 60.0
     linger: float = 0.1          # how long a handler thread waits for the next request before parking
+    cache: Any = None            # the cache front (workers.caching.CacheFront), None = no cache
     stopping: bool = False
     head_limits: HeadLimits = field(init=False)
 
@@ -57,6 +60,23 @@ class Context:
         lim = self.limits
         self.head_limits = HeadLimits(lim.max_request_line, lim.max_header_line,
                                       lim.max_header_bytes, lim.max_header_count)
+
+
+class Tee(Protocol):
+    """Where a relayed response body is copied as it streams (the cache writer)."""
+
+    def write(self, data: bytes) -> None: ...
+    def complete(self) -> None: ...
+
+
+class Fetched(NamedTuple):
+    """An origin's response, head read, body not yet: relay() or discard() it."""
+
+    conn: Upstream
+    reader: ResponseReader
+    response: ResponseHead
+    request_time: float      # wall clock when the request was sent (RFC 9111 §4.2.3)
+    response_time: float     # wall clock when the response head arrived
 
 
 class _ClientGone(Exception):
@@ -150,6 +170,7 @@ class ClientConnection:
 
     # -- reading the client -----------------------------------------------------------------
     def _feed(self, data: bytes) -> None:
+        self.row.add("bytes_in", len(data))
         self.reader.feed(data)
         if self.reader.events:
             self.pending.extend(self.reader.events)
@@ -255,7 +276,9 @@ class ClientConnection:
         max_forwards = header_value(head.headers, "max-forwards")
         if target.kind == "asterisk" or (head.method == "OPTIONS" and max_forwards == "0"):
             return self._answer_options(head, record)   # RFC 9110 §7.6.2: we are the recipient
-        return self._forward(head, target, record)
+        if self.ctx.cache is not None:
+            return self.ctx.cache.handle(self, head, target, record)
+        return self.forward(head, target, record)[0]
 
     def _check_request(self, head: RequestHead) -> None:
         hosts = [value for name, value in head.headers if name.lower() == "host"]
@@ -274,20 +297,63 @@ class ClientConnection:
         headers = [("Allow", _ALLOW), ("Content-Length", "0")]
         return self._send_simple(record, 200, headers, b"", keep=head.keep_alive)
 
-    # -- forwarding -----------------------------------------------------------------------
-    def _forward(self, head: RequestHead, target: Route, record: Record) -> bool:
-        ctx = self.ctx
-        headers = upstream_request_headers(head, target, self.client_ip, ctx.server.via_pseudonym)
+    # -- forwarding (also the primitives the cache front builds on) ----------------------------
+    def forward(self, head: RequestHead, target: Route, record: Record,
+                extra: list[tuple[str, str]] | None = None) -> tuple[bool, ResponseHead]:
+        """Send the request on and relay the response: (keep the connection?, the response head)."""
+        fetched = self.fetch(head, target, record)
+        return self.relay(head, fetched, record, extra), fetched.response
+
+    def fetch(self, head: RequestHead, target: Route, record: Record,
+              replace: tuple[frozenset[str], list[tuple[str, str]]] | None = None) -> Fetched:
+        """Send the request (streaming its body); return the origin's final response head.
+
+        `replace` = (lower-case field names to drop, fields to add), e.g. the cache's own
+        conditional request instead of the client's.
+        """
+        headers = upstream_request_headers(head, target, self.client_ip, self.ctx.server.via_pseudonym)
+        if replace is not None:
+            drop, add = replace
+            headers = [(n, v) for n, v in headers if n.lower() not in drop] + add
         if head.chunked:
             headers.append(("Transfer-Encoding", "chunked"))
         elif head.content_length is not None:
             headers.append(("Content-Length", str(head.content_length)))
         request = request_head_bytes(head.method, target.target, headers)
-        began = time.monotonic()
-        conn, reader, response = self._send_request(head, target, request)
+        began, request_time = time.monotonic(), time.time()
+        try:
+            conn, reader, response = self._send_request(head, target, request)
+        except GatewayTimeout:
+            self.row.add("upstream_timeouts")
+            raise
+        except ProxyError:
+            self.row.add("upstream_errors")
+            raise
         record.upstream_status = response.status
         record.upstream_time = time.monotonic() - began
-        return self._relay(head, conn, reader, response, record)
+        return Fetched(conn, reader, response, request_time, time.time())
+
+    def discard(self, fetched: Fetched) -> None:
+        """Drop a response we will not relay (e.g. a 304 we answer from the cache)."""
+        conn, reader = fetched.conn, fetched.reader
+        try:
+            while not reader.complete:
+                data = conn.recv()
+                if not data:
+                    if not reader.eof():
+                        break
+                    continue
+                reader.feed(data)
+        except (OSError, ProxyError):
+            pass
+        self._finish_upstream(fetched)
+
+    def _finish_upstream(self, fetched: Fetched) -> None:
+        reader = fetched.reader
+        if fetched.response.keep_alive and reader.complete and reader.clean_end and self._body_done:
+            self.ctx.pool.release(fetched.conn)
+        else:
+            fetched.conn.close()
 
     def _send_request(self, head: RequestHead, target: Route, request: bytes):
         """Send the request; return the connection, its reader and the final response head."""
@@ -363,20 +429,23 @@ class ClientConnection:
                 response, self.ctx.server.via_pseudonym)))
 
     # -- relaying the response --------------------------------------------------------------
-    def _relay(self, head: RequestHead, conn: Upstream, reader, response: ResponseHead,
-               record: Record) -> bool:
+    def relay(self, head: RequestHead, fetched: Fetched, record: Record,
+              extra: list[tuple[str, str]] | None = None, tee: Tee | None = None) -> bool:
+        """Stream the fetched response to the client (and to `tee`); True to keep the connection."""
+        response = fetched.response
         headers, chunked, keep = self._response_framing(head, response)
+        if extra:
+            headers.extend(extra)
         record.status = response.status
         try:
-            sent = self._stream(conn, reader, response_head_bytes(response.status, headers), chunked)
+            sent = self._stream(fetched.conn, fetched.reader,
+                                response_head_bytes(response.status, headers), chunked, tee)
         except (_ClientGone, _Abort):
-            conn.close()
+            fetched.conn.close()
             raise _Abort() from None
         record.bytes_sent = sent
-        if response.keep_alive and reader.complete and reader.clean_end and self._body_done:
-            self.ctx.pool.release(conn)
-        else:
-            conn.close()
+        self.row.add("bytes_out", sent)
+        self._finish_upstream(fetched)
         return keep
 
     def _response_framing(self, head: RequestHead, response: ResponseHead):
@@ -404,7 +473,8 @@ class ClientConnection:
             headers.append(("Connection", "keep-alive"))
         return headers, chunked, keep
 
-    def _stream(self, conn: Upstream, reader, head_bytes: bytes, chunked: bool) -> int:
+    def _stream(self, conn: Upstream, reader, head_bytes: bytes, chunked: bool,
+                tee: Tee | None) -> int:
         """Send the head and the body as it arrives; gather what is ready into one sendmsg."""
         parts, sent = [head_bytes], 0
         while True:
@@ -417,10 +487,14 @@ class ClientConnection:
                         parts.append(LAST_CHUNK)
                     break
                 sent += len(event)
+                if tee is not None:
+                    tee.write(event)
                 parts.extend((chunk_prefix(len(event)), event, b"\r\n") if chunked else (event,))
             self._send_client_parts(parts)
             parts = []
             if done:
+                if tee is not None:
+                    tee.complete()
                 return sent
             self._read_upstream(conn, reader)
 
@@ -476,12 +550,44 @@ class ClientConnection:
         self._send_client_parts([response_head_bytes(status, headers), body])
         return keep
 
+    def send_stored(self, head: RequestHead, record: Record, status: int,
+                    headers: list[tuple[str, str]], body: Iterable[bytes], length: int) -> bool:
+        """Send a response the proxy has (from the cache): Content-Length framing, body pieces."""
+        keep = head.keep_alive and self._body_done and not self.ctx.stopping
+        headers.append(("Via", f"1.1 {self.ctx.server.via_pseudonym}"))
+        if status not in (204, 304) and not 100 <= status < 200:
+            headers.append(("Content-Length", str(length)))
+        if not keep:
+            headers.append(("Connection", "close"))
+        elif head.version == "1.0":
+            headers.append(("Connection", "keep-alive"))
+        record.status = status
+        parts = [response_head_bytes(status, headers)]
+        sent = 0
+        if head.method != "HEAD" and status != 304:
+            try:
+                for piece in body:
+                    parts.append(piece)
+                    sent += len(piece)
+                    if sent > RECV_SIZE:
+                        self._send_client_parts(parts)
+                        parts = []
+            except Exception as error:   # a chunk vanished from the store mid-body
+                log.warning("cached body of %s broke off: %s", record.target[:200], error)
+                raise _Abort() from None
+        self._send_client_parts(parts)
+        record.bytes_sent = sent
+        self.row.add("bytes_out", sent)
+        return keep
+
     def _send_error(self, error: ProxyError, record: Record, close: bool) -> bool:
         """A short text/plain answer with the error's status (and 'Connection: close' if closing)."""
         if error.status >= 500:
             log.info("%s %s -> %d %s", record.method, record.target[:200], error.status, error.detail)
         else:
             log.debug("%s %s -> %d %s", record.method, record.target[:200], error.status, error.detail)
+        if error.status < 500:
+            self.row.add("client_errors")
         body = f"{error.status} {error.detail}\n".encode("utf-8", "replace")
         headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
                    ("Cache-Control", "no-store")]
