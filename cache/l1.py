@@ -1,0 +1,101 @@
+"""The L1: a per-process, byte-bounded LRU of whole objects (metadata + body) in front of Redis.
+
+design: keyed by the primary key's tag, each holding the variants this process has read. It stores
+exactly what Redis stores; freshness and age are the policy's business (the caller passes `now`).
+Thread-safe: one lock, held only for dictionary work. An entry remembers when it was loaded (on
+the injected monotonic clock) so the store can stop trusting it after `l1_ttl`.
+
+`epoch` counts invalidations: a reader notes it before going to Redis and `put` refuses the result
+if any drop or clear happened meanwhile, so a purge racing with a read cannot leave an old copy here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from cache.layout import Meta, matching_variants
+
+__all__ = ["L1", "L1Entry"]
+
+_OVERHEAD = 256   # rough bytes per entry beyond body and header text
+
+
+class L1Entry:
+    __slots__ = ("meta", "body", "loaded_at", "size")
+
+    def __init__(self, meta: Meta, body: bytes, loaded_at: float) -> None:
+        self.meta, self.body, self.loaded_at = meta, body, loaded_at
+        self.size = len(body) + sum(len(k) + len(v) for k, v in meta.headers) + _OVERHEAD
+
+
+class L1:
+    def __init__(self, max_bytes: int, max_object_bytes: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_bytes, self.max_object_bytes = max_bytes, min(max_object_bytes, max_bytes)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._objects: OrderedDict[str, dict[str, L1Entry]] = OrderedDict()
+        self.bytes = self.entries = self.evictions = 0
+        self.epoch = 0
+
+    def get(self, tag: str, request_headers: list[tuple[str, str]]) -> L1Entry | None:
+        """The most recently stored variant that this request selects (RFC 9111 §4.1), if held."""
+        with self._lock:
+            variants = self._objects.get(tag)
+            if variants is None:
+                return None
+            self._objects.move_to_end(tag)
+            variants = dict(variants)
+        wanted = matching_variants((entry.meta.vary for entry in variants.values()), request_headers)
+        found = [entry for vid, entry in variants.items() if wanted.get(vid) == entry.meta.secondary_key]
+        return max(found, key=lambda entry: entry.meta.stored_at, default=None)
+
+    def put(self, tag: str, variant: str, meta: Meta, body: bytes, epoch: int) -> bool:
+        """Keep a copy read from Redis, unless it is too big or an invalidation came since `epoch`."""
+        entry = L1Entry(meta, body, self._clock())
+        if entry.size > self.max_object_bytes:
+            return False
+        with self._lock:
+            if epoch != self.epoch:
+                return False
+            variants = self._objects.setdefault(tag, {})
+            self._objects.move_to_end(tag)
+            old = variants.pop(variant, None)
+            if old is not None:
+                self.bytes, self.entries = self.bytes - old.size, self.entries - 1
+            variants[variant] = entry
+            self.bytes, self.entries = self.bytes + entry.size, self.entries + 1
+            self._evict()
+        return True
+
+    def _evict(self) -> None:
+        while self.bytes > self.max_bytes and self._objects:
+            _, variants = self._objects.popitem(last=False)
+            self._forget(variants)
+            self.evictions += len(variants)
+
+    def _forget(self, variants: dict[str, L1Entry]) -> None:
+        self.bytes -= sum(entry.size for entry in variants.values())
+        self.entries -= len(variants)
+
+    def drop(self, tag: str) -> bool:
+        """Forget every variant of `tag`; True if one was held."""
+        with self._lock:
+            self.epoch += 1
+            variants = self._objects.pop(tag, None)
+            if variants:
+                self._forget(variants)
+            return bool(variants)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.epoch += 1
+            self._objects.clear()
+            self.bytes = self.entries = 0
+
+    def stats(self) -> dict:
+        return {"entries": self.entries, "bytes": self.bytes, "max_bytes": self.max_bytes,
+                "evictions": self.evictions}
