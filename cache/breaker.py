@@ -139,6 +139,10 @@ class Guard:
                 log.warning("cache: Redis %s failing (%s: %s); skipping them for a cool-down",
                             each.name, type(error).__name__, error)
 
+    def latency_p50(self) -> float:
+        samples = sorted(self._latency.copy())
+        return samples[len(samples) // 2] if samples else 0.0
+
     def stats(self) -> dict:
         samples = sorted(self._latency.copy())
         latency = {}

@@ -13,6 +13,7 @@ workers, logs `server.describe()`, passes `server.url` to the workers, and super
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import selectors
 import shutil
@@ -91,7 +92,8 @@ class EmbeddedServer:
              "--save", "", "--appendonly", "no", "--maxmemory", str(self.maxmemory),
              "--maxmemory-policy", "allkeys-lru", "--dir", self.directory, "--logfile", log_path,
              "--daemonize", "no"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent)
         self.url = f"unix://{socket_path}"
         wait_until_ready(self.url, self.process, timeout, log_path)
 
@@ -142,6 +144,17 @@ class EmbeddedServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux delivers SIGTERM to it when the master dies (even by
+    SIGKILL), so no private cache server outlives the proxy. The master is single-threaded, which
+    is what makes preexec_fn safe."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def terminate(process: subprocess.Popen, timeout: float = 5.0) -> None:

@@ -6,7 +6,11 @@ config loader turns into "file: cache.l1_ttl: must be > 0".
 
 from __future__ import annotations
 
+import ipaddress
+
 import msgspec
+
+from cache.model import Settings
 
 __all__ = ["CacheSettings"]
 
@@ -30,6 +34,15 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     lock_ttl: float = 30.0                  # a request-collapsing lock expires after this (killed worker)
     lock_timeout: float = 5.0               # a collapsed request waits this long, then fetches itself
     embedded_maxmemory: int = 256 * _MiB    # maxmemory of the embedded redis-server
+    # RFC 9111 policy (cache.model.Settings)
+    heuristic_fraction: float = 0.1         # §4.2.2: fraction of (Date - Last-Modified)
+    heuristic_max: float = 86400.0          # ... capped at this
+    store_set_cookie: bool = False          # store responses that carry Set-Cookie
+    cdn_cache_control: str = "CDN-Cache-Control"  # RFC 9213 targeted field, reverse mode only ("" = off)
+    stale_while_revalidate: float = 0.0     # RFC 5861 windows for responses that name none
+    stale_if_error: float = 0.0
+    keep: float = 0.0                       # stale responses with validators stay this long for revalidation
+    purge_allow: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
 
     def __post_init__(self) -> None:
         url = self.redis_url
@@ -43,6 +56,15 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         self._positive("ttl_margin", "l1_max_bytes", "l1_max_object_bytes", "lock_timeout", allow_zero=True)
         if not 1024 <= self.chunk_bytes <= 64 * _MiB:
             raise ValueError(f"`chunk_bytes`: must be between 1024 and {64 * _MiB}, got {self.chunk_bytes}")
+        self._positive("heuristic_fraction", "heuristic_max", "stale_while_revalidate",
+                       "stale_if_error", "keep", allow_zero=True)
+        if self.heuristic_fraction > 1:
+            raise ValueError(f"`heuristic_fraction`: must be <= 1, got {self.heuristic_fraction}")
+        for network in self.purge_allow:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"`purge_allow`: {network!r} is not an address or CIDR network") from None
         if self.embedded_maxmemory < _MiB:
             raise ValueError(f"`embedded_maxmemory`: must be >= {_MiB} (1 MiB), got {self.embedded_maxmemory}")
 
@@ -51,3 +73,11 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             value = getattr(self, name)
             if value < 0 or (value == 0 and not allow_zero):
                 raise ValueError(f"`{name}`: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+    def policy(self, reverse: bool) -> Settings:
+        """The RFC 9111 policy settings; CDN-Cache-Control (RFC 9213) applies in reverse mode only."""
+        return Settings(shared=True, heuristic_fraction=self.heuristic_fraction,
+                        heuristic_max=self.heuristic_max, store_set_cookie=self.store_set_cookie,
+                        cdn_cache_control=(self.cdn_cache_control or None) if reverse else None,
+                        stale_while_revalidate=self.stale_while_revalidate,
+                        stale_if_error=self.stale_if_error, keep=self.keep)

@@ -261,6 +261,19 @@ class Store:
     def l1_trusted(self) -> bool:
         return self._listening
 
+    def l1_stats(self) -> dict:
+        """The L1's entries, bytes, max_bytes, evictions (no Redis round trip)."""
+        return self._l1.stats()
+
+    def latency_p50(self) -> float:
+        """Median Redis round trip in seconds over recent operations (0.0 before any)."""
+        return self._guard.latency_p50()
+
+    @property
+    def available(self) -> bool:
+        """False while the read circuit is open: requests go uncached (Cache-Status fwd=bypass)."""
+        return self._guard.reads.state != "open"
+
     def stats(self) -> dict:
         """Cheap counters for the dashboard (no Redis round trip)."""
         return {"l1": {**self._l1.stats(), "trusted": self._listening},

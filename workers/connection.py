@@ -311,7 +311,7 @@ class ClientConnection:
         `replace` = (lower-case field names to drop, fields to add), e.g. the cache's own
         conditional request instead of the client's.
         """
-        headers = upstream_request_headers(head, target, self.client_ip, self.ctx.server.via_pseudonym)
+        headers = self.upstream_headers(head, target)
         if replace is not None:
             drop, add = replace
             headers = [(n, v) for n, v in headers if n.lower() not in drop] + add
@@ -332,6 +332,9 @@ class ClientConnection:
         record.upstream_status = response.status
         record.upstream_time = time.monotonic() - began
         return Fetched(conn, reader, response, request_time, time.time())
+
+    def upstream_headers(self, head: RequestHead, target: Route) -> list[tuple[str, str]]:
+        return upstream_request_headers(head, target, self.client_ip, self.ctx.server.via_pseudonym)
 
     def discard(self, fetched: Fetched) -> None:
         """Drop a response we will not relay (e.g. a 304 we answer from the cache)."""

@@ -16,7 +16,7 @@ from .errors import BadRequest, Forbidden, LoopDetected
 from .http1 import RequestHead, ResponseHead
 
 __all__ = ["Route", "route", "upstream_request_headers", "client_response_headers", "check_via",
-           "http_date"]
+           "http_date", "end_to_end"]
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus Proxy-Connection (RFC 9112 Appendix C.2.2), Proxy-
 # Authorization (consumed by this proxy) and the framing fields, which are re-generated.
@@ -123,7 +123,7 @@ def _connection_tokens(headers: list[tuple[str, str]]) -> frozenset[str]:
     return frozenset(tokens)
 
 
-def _end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """RFC 9110 §7.6.1: drop hop-by-hop fields and those the Connection field names."""
     named = _connection_tokens(headers)
     if named:
@@ -135,7 +135,7 @@ def upstream_request_headers(head: RequestHead, route: Route, client_ip: str, vi
     """The head fields sent to the origin (framing fields are added by the caller)."""
     headers = []
     forwarded_for = None
-    for name, value in _end_to_end(head.headers):
+    for name, value in end_to_end(head.headers):
         lname = name.lower()
         if lname == "host" and route.kind == "forward":
             continue                      # RFC 9112 §3.2.2: replaced by the target's authority
@@ -156,7 +156,7 @@ def upstream_request_headers(head: RequestHead, route: Route, client_ip: str, vi
 
 def client_response_headers(response: ResponseHead, via: str) -> list[tuple[str, str]]:
     """The origin's response fields as sent to the client (framing fields added by the caller)."""
-    headers = _end_to_end(response.headers)
+    headers = end_to_end(response.headers)
     if not any(name.lower() == "date" for name, _ in headers):
         headers.append(("Date", http_date()))   # RFC 9110 §6.6.1: a recipient with a clock adds Date
     headers.append(("Via", f"{response.version} {via}"))

@@ -19,9 +19,9 @@ import time
 from collections import deque
 
 from .errors import BadGateway, GatewayTimeout, UpstreamClosed
-from .http1 import HeadLimits, ResponseReader
+from .http1 import END, HeadLimits, ResponseHead, ResponseReader, request_head_bytes
 
-__all__ = ["Pool", "Upstream", "RECV_SIZE"]
+__all__ = ["Pool", "Upstream", "RECV_SIZE", "fetch_whole"]
 
 RECV_SIZE = 65536
 _RESPONSE_LIMITS = HeadLimits(request_line=8192, header_line=65536, header_bytes=262144, header_count=500)
@@ -163,3 +163,41 @@ def is_reset(error: OSError) -> bool:
     """A connection the origin closed under us (as opposed to a timeout)."""
     return isinstance(error, (ConnectionError, UpstreamClosed)) or error.errno in (
         errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED)
+
+
+def fetch_whole(pool: Pool, route, method: str, headers: list[tuple[str, str]],
+                max_bytes: int) -> tuple[ResponseHead, bytes | None]:
+    """One bodiless request with no client attached (background revalidation): the final response
+    head and its body, or None for the body when it is larger than `max_bytes`."""
+    conn = pool.acquire(route.key)
+    reader = conn.reader(head_only=method == "HEAD")
+    final: ResponseHead | None = None
+    pieces: list[bytes] | None = []
+    size = 0
+    try:
+        conn.send(request_head_bytes(method, route.target, headers))
+        while True:
+            for event in reader.events:
+                if isinstance(event, ResponseHead):
+                    final = event if event.status >= 200 else final
+                elif event is END and final is not None:
+                    if reader.clean_end and final.keep_alive:
+                        pool.release(conn)
+                    else:
+                        conn.close()
+                    return final, None if pieces is None else b"".join(pieces)
+                elif isinstance(event, bytes) and pieces is not None:
+                    size += len(event)
+                    if size > max_bytes:
+                        pieces = None
+                    else:
+                        pieces.append(event)
+            reader.events.clear()
+            data = conn.recv()
+            if data:
+                reader.feed(data)
+            elif not reader.eof():
+                raise BadGateway("the origin closed the connection mid-response")
+    except BaseException:
+        conn.close()
+        raise

@@ -31,11 +31,16 @@ import threading
 import time
 from dataclasses import dataclass
 
+from cache.settings import CacheSettings
+from cache.store import connect as connect_store
+
 from .accesslog import AccessLog
+from .caching import CacheFront
 from .connection import ClientConnection, Context
 from .scoreboard import Slot
 from .settings import Limits, Log, Server, Upstream
 from .upstream import Pool
+from .access import address_in, networks
 
 __all__ = ["WorkerSpec", "run", "EXIT_OK", "EXIT_BOOT_ERROR"]
 
@@ -59,7 +64,8 @@ class WorkerSpec:
     slot: Slot
     master_pid: int
     generation: int
-    cache_factory: object = None    # callable returning the cache front (built after fork), or None
+    cache: CacheSettings | None = None   # None or redis_url "" = no cache
+    cache_url: str = ""                  # the Redis URL to use (the embedded server's, if embedded)
 
 
 _LISTENER = object()
@@ -104,6 +110,7 @@ class _Worker:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self.ctx.cache = self._cache_front()
         for listener in self.spec.listeners:
             listener.setblocking(False)
         for index in range(self.spec.server.threads):
@@ -118,6 +125,17 @@ class _Worker:
 
     def _on_signal(self, signum: int, frame) -> None:
         self.signals.append(signum)   # handled by the main loop, never here
+
+    def _cache_front(self) -> CacheFront | None:
+        """Redis clients are made here, after fork, never inherited."""
+        settings = self.spec.cache
+        if settings is None or not self.spec.cache_url:
+            return None
+        store = connect_store(settings, self.spec.cache_url)
+        allowed = networks(settings.purge_allow)
+        return CacheFront(store, settings.policy(reverse=self.ctx.origin is not None),
+                          self.spec.server.via_pseudonym, self.ctx.pool,
+                          purge_allowed=lambda ip: address_in(ip, allowed))
 
     # -- main loop -------------------------------------------------------------------------
     def loop(self) -> None:
@@ -139,9 +157,20 @@ class _Worker:
             now = time.monotonic()
             self._expire_parked(now)
             self.slot.set("idle_connections", len(self.parked))
+            self._report_cache()
             if now - last_flush >= 1.0:
                 self.ctx.access_log.flush()
                 last_flush = now
+
+    def _report_cache(self) -> None:
+        cache = self.ctx.cache
+        if cache is None:
+            return
+        l1 = cache.store.l1_stats()
+        self.slot.set("l1_entries", l1["entries"])
+        self.slot.set("l1_bytes", l1["bytes"])
+        self.slot.set("redis_up", 1.0 if cache.store.available else 0.0)
+        self.slot.set("redis_rtt", cache.store.latency_p50())
 
     def _gate_listeners(self) -> None:
         """Listen only while a handler thread is free and we are under max_connections."""
@@ -275,6 +304,8 @@ class _Worker:
             _drain(self._wake_r)
         self.ctx.access_log.close()
         self.ctx.pool.close_all()
+        if self.ctx.cache is not None:
+            self.ctx.cache.store.close()
         self.slot.state = "stopped"
 
     def _shutdown_active(self) -> None:

@@ -1,0 +1,329 @@
+"""The cache front: the I/O shell around the RFC 9111 policy (cache.policy) and the store.
+
+# design: `cache.policy` decides (reuse, store, freshen, invalidate) from headers and times passed
+# in; this module only acts on its intentions, ending each dispatch with `assert_never`. The store
+# answers hot hits from the worker's L1 with no network round trip. A miss streams the origin's
+# response to the client while a writer copies it to the store; only a body that arrived whole is
+# committed. Concurrent misses for one key collapse onto one origin fetch (in-process future +
+# Redis lock). A Redis that is down, slow or full only ever means "serve uncached" (fwd=bypass).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, assert_never
+
+import msgspec
+
+from cache import policy
+from cache.layout import Meta
+from cache.policy import (DontStore, Forward, Fresh, Full, NoMatch, OnlyIfCachedMiss, Partial,
+                          Revalidate, ServeOnce, ServeStale, Store, Unsatisfiable)
+
+from .accesslog import Record
+from .errors import BadGateway, Forbidden, GatewayTimeout, NotFound, ProxyError
+from .http1 import RequestHead, ResponseHead
+from .proxy import Route, end_to_end
+from .upstream import Pool, fetch_whole
+
+if TYPE_CHECKING:
+    from cache.store import Hit
+    from cache.store import Store as CacheStore
+
+    from .connection import ClientConnection, Fetched
+
+__all__ = ["CacheFront"]
+
+log = logging.getLogger("prefork_proxy.cache")
+
+_CACHEABLE_METHODS = frozenset(("GET", "HEAD"))
+_SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
+_CONDITIONAL_FIELDS = frozenset(("if-none-match", "if-modified-since"))
+
+
+class _Writer:
+    """Tee target: copies the streamed body into a store writer; commits when it ended whole."""
+
+    def __init__(self, writer, meta: Meta) -> None:
+        self.writer, self.meta, self.committed = writer, meta, False
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)       # False once it gave up (too big, Redis failed): keeps going
+
+    def complete(self) -> None:
+        self.committed = self.writer.commit(self.meta, time.time())
+
+
+class CacheFront:
+    """Per worker; shared by its handler threads (the store is thread-safe)."""
+
+    def __init__(self, store: CacheStore, settings: policy.Settings, name: str, pool: Pool,
+                 purge_allowed: Callable[[str], bool] = lambda ip: False) -> None:
+        self.store, self.settings, self.name, self.pool = store, settings, name, pool
+        self.purge_allowed = purge_allowed
+        self._refreshing: set[str] = set()
+        self._refresh_lock = threading.Lock()
+
+    # -- entry point --------------------------------------------------------------------------
+    def handle(self, conn: ClientConnection, head: RequestHead, target: Route, record: Record) -> bool:
+        if head.method == "PURGE":
+            return self._purge(conn, head, target, record)
+        if head.method not in _CACHEABLE_METHODS:
+            return self._unsafe(conn, head, target, record)
+        key = target.uri
+        hit = self.store.lookup(key, head.headers)
+        decision = policy.decide_reuse(head.method, head.headers, hit.meta if hit else None,
+                                       self.settings, time.time())
+        match decision:
+            case Fresh(age=age, ttl=ttl):
+                self._count(conn, "cache_hit", record, "hit")
+                return self._serve_hit(conn, head, hit, age, record, self._status(hit=True, ttl=ttl))
+            case ServeStale(age=age, ttl=ttl, detail=detail, revalidate=revalidate):
+                self._count(conn, "cache_stale", record, "stale")
+                if revalidate is not None:
+                    self._refresh_later(conn.upstream_headers(head, target), head, target, hit, revalidate)
+                return self._serve_hit(conn, head, hit, age, record,
+                                       self._status(hit=True, ttl=ttl, detail=detail))
+            case Revalidate():
+                return self._revalidate(conn, head, target, record, hit, decision)
+            case Forward(fwd=fwd, detail=detail):
+                return self._miss(conn, head, target, record, self._fwd(fwd), detail)
+            case OnlyIfCachedMiss(detail=detail):
+                self._count(conn, "cache_miss", record, "miss")
+                raise GatewayTimeout(f"only-if-cached: {detail}")       # RFC 9111 §5.2.1.7
+            case _:
+                assert_never(decision)
+
+    # -- hits -----------------------------------------------------------------------------------
+    def _serve_hit(self, conn: ClientConnection, head: RequestHead, hit: Hit, age: float,
+                   record: Record, cache_status: str) -> bool:
+        meta = hit.meta
+        not_modified = policy.conditional_reply(head.headers, meta)
+        if not_modified is not None:                        # RFC 9110 §13.1: the client's own validators
+            headers = policy.with_age(not_modified, age) + [("Cache-Status", cache_status)]
+            return conn.send_stored(head, record, 304, headers, (), 0)
+        headers = policy.with_age(meta.headers, age) + [("Cache-Status", cache_status)]
+        part = policy.byte_range(head.method, head.headers, meta, meta.body_length)
+        match part:
+            case Full():
+                return conn.send_stored(head, record, meta.status, headers, hit.chunks(), meta.body_length)
+            case Partial(start=start, end=end, headers=extra):
+                body = _slice(hit, start, end)
+                return conn.send_stored(head, record, 206, _merge(headers, extra), body, end - start + 1)
+            case Unsatisfiable(headers=extra):
+                return conn.send_stored(head, record, 416, _merge(headers, extra), (), 0)
+            case _:
+                assert_never(part)
+
+    # -- misses ---------------------------------------------------------------------------------
+    def _miss(self, conn: ClientConnection, head: RequestHead, target: Route, record: Record,
+              fwd: str, detail: str) -> bool:
+        if fwd not in ("uri-miss", "vary-miss") or head.has_body:
+            return self._fetch_and_store(conn, head, target, record, fwd, detail)
+        with self.store.collapse(target.uri) as ticket:     # N concurrent misses -> one fetch
+            if not ticket.leader:
+                served = self._serve_collapsed(conn, head, target, record)
+                if served is not None:
+                    return served
+            return self._fetch_and_store(conn, head, target, record, fwd, detail)
+
+    def _serve_collapsed(self, conn, head, target, record) -> bool | None:
+        """After waiting on another fetch of the key: serve what it stored, if usable now."""
+        hit = self.store.lookup(target.uri, head.headers)
+        if hit is None:
+            return None
+        decision = policy.decide_reuse(head.method, head.headers, hit.meta, self.settings, time.time())
+        if not isinstance(decision, Fresh):
+            return None
+        self._count(conn, "cache_hit", record, "hit")
+        return self._serve_hit(conn, head, hit, decision.age, record,
+                               self._status(hit=True, ttl=decision.ttl, collapsed=True))
+
+    def _fetch_and_store(self, conn: ClientConnection, head: RequestHead, target: Route,
+                         record: Record, fwd: str, detail: str,
+                         replace=None) -> bool:
+        fetched = conn.fetch(head, target, record, replace)
+        return self._relay_and_store(conn, head, target, record, fetched, fwd, detail)
+
+    def _relay_and_store(self, conn, head, target, record, fetched: Fetched, fwd: str, detail: str) -> bool:
+        response = fetched.response
+        stored_headers = end_to_end(response.headers)
+        decision = policy.decide_store(head.method, head.headers, response.status, stored_headers,
+                                       self.settings, request_time=fetched.request_time,
+                                       response_time=fetched.response_time)
+        tee = None
+        if isinstance(decision, Store):
+            meta = Meta(status=response.status, headers=stored_headers,
+                        request_time=fetched.request_time, response_time=fetched.response_time,
+                        ttl=decision.ttl)
+            tee = _Writer(self.store.open_writer(target.uri, head.headers, decision.ttl), meta)
+            self._count(conn, "cache_miss", record, "miss")
+        else:
+            detail = detail if isinstance(decision, Store) else decision.detail
+            self._count(conn, "cache_uncacheable" if fwd != "bypass" else "cache_bypass", record,
+                        "uncacheable" if fwd != "bypass" else "bypass")
+        status = self._status(fwd=fwd, fwd_status=response.status, stored=tee is not None,
+                              detail=None if tee is not None else detail)
+        try:
+            return conn.relay(head, fetched, record, [("Cache-Status", status)], tee)
+        finally:
+            if tee is not None and not tee.committed:
+                tee.writer.abort()
+
+    # -- validation -----------------------------------------------------------------------------
+    def _revalidate(self, conn, head, target, record, hit: Hit, decision: Revalidate) -> bool:
+        replace = (_CONDITIONAL_FIELDS, list(decision.conditional))
+        try:
+            fetched = conn.fetch(head, target, record, replace)
+        except (BadGateway, GatewayTimeout) as error:
+            return self._origin_failed(conn, head, record, hit, decision, error)
+        response = fetched.response
+        if response.status >= 500 and decision.stale_if_error:
+            conn.discard(fetched)
+            return self._serve_stale_on_error(conn, head, record, hit, f"origin answered {response.status}")
+        if response.status != 304:
+            return self._relay_and_store(conn, head, target, record, fetched, self._fwd(decision.fwd),
+                                         decision.detail)
+        conn.discard(fetched)
+        return self._freshened(conn, head, target, record, hit, fetched, decision)
+
+    def _freshened(self, conn, head, target, record, hit: Hit, fetched: Fetched, decision) -> bool:
+        result = policy.freshen(hit.meta, head.headers, fetched.response.headers, self.settings,
+                                request_time=fetched.request_time, response_time=fetched.response_time)
+        match result:
+            case Store(response=fresh, ttl=ttl):
+                meta = _replace_meta(hit.meta, fresh, ttl)
+                self.store.update_meta(target.uri, meta, time.time())
+                hit.meta = meta
+            case ServeOnce(response=fresh, drop=drop):
+                if drop:
+                    self.store.purge(target.uri)
+                hit.meta = _replace_meta(hit.meta, fresh, hit.meta.ttl)
+            case NoMatch(detail=detail):
+                return self._fetch_and_store(conn, head, target, record, "stale", detail)
+            case _:
+                assert_never(result)
+        self._count(conn, "cache_revalidated", record, "revalidated")
+        age = policy.current_age(hit.meta, time.time())
+        status = self._status(fwd=self._fwd(decision.fwd), fwd_status=304, stored=True)
+        return self._serve_hit(conn, head, hit, age, record, status)
+
+    def _origin_failed(self, conn, head, record, hit: Hit, decision: Revalidate, error: ProxyError) -> bool:
+        if decision.stale_if_error:                           # RFC 5861 §4
+            return self._serve_stale_on_error(conn, head, record, hit, error.detail)
+        if decision.must_revalidate:                          # RFC 9111 §5.2.2.2
+            raise GatewayTimeout(f"cannot revalidate a must-revalidate response: {error.detail}")
+        raise error
+
+    def _serve_stale_on_error(self, conn, head, record, hit: Hit, why: str) -> bool:
+        self._count(conn, "cache_stale", record, "stale")
+        age = policy.current_age(hit.meta, time.time())
+        status = self._status(hit=True, detail=f"stale-if-error: {why}")
+        return self._serve_hit(conn, head, hit, age, record, status)
+
+    def _refresh_later(self, upstream_headers, head: RequestHead, target: Route, hit: Hit,
+                       conditional) -> None:
+        """RFC 5861 §3: revalidate in the background, once per key however many requests come."""
+        key = target.uri
+        with self._refresh_lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+        thread = threading.Thread(target=self._refresh,
+                                  args=(upstream_headers, head, target, hit, conditional),
+                                  daemon=True, name="cache-refresh")
+        thread.start()
+
+    def _refresh(self, upstream_headers, head: RequestHead, target: Route, hit: Hit, conditional) -> None:
+        try:
+            with self.store.collapse(target.uri) as ticket:
+                if ticket.leader:
+                    self._refresh_now(upstream_headers, head, target, hit, conditional)
+        except Exception:
+            log.exception("background revalidation of %s failed", target.uri)
+        finally:
+            with self._refresh_lock:
+                self._refreshing.discard(target.uri)
+
+    def _refresh_now(self, upstream_headers, head: RequestHead, target: Route, hit: Hit,
+                     conditional) -> None:
+        headers = [(n, v) for n, v in upstream_headers if n.lower() not in _CONDITIONAL_FIELDS]
+        request_time = time.time()
+        response, body = fetch_whole(self.pool, target, "GET", headers + list(conditional),
+                                     self.store.settings.max_object_bytes)
+        response_time = time.time()
+        if response.status == 304:
+            result = policy.freshen(hit.meta, head.headers, response.headers, self.settings,
+                                    request_time=request_time, response_time=response_time)
+            if isinstance(result, Store):
+                self.store.update_meta(target.uri, _replace_meta(hit.meta, result.response, result.ttl),
+                                       time.time())
+            return
+        stored_headers = end_to_end(response.headers)
+        decision = policy.decide_store("GET", head.headers, response.status, stored_headers,
+                                       self.settings, request_time=request_time, response_time=response_time)
+        if isinstance(decision, Store) and body is not None:
+            writer = self.store.open_writer(target.uri, head.headers, decision.ttl)
+            try:
+                writer.write(body)
+                writer.commit(Meta(status=response.status, headers=stored_headers, request_time=request_time,
+                                   response_time=response_time, ttl=decision.ttl), time.time())
+            finally:
+                writer.abort()
+
+    # -- unsafe methods and PURGE -------------------------------------------------------------------
+    def _unsafe(self, conn, head, target, record) -> bool:
+        self._count(conn, "cache_bypass", record, "bypass")
+        keep, response = conn.forward(head, target, record,
+                                      [("Cache-Status", self._status(fwd="method"))])
+        if head.method not in _SAFE_METHODS:                   # RFC 9111 §4.4
+            for uri in policy.invalidations(head.method, target.uri, response.status,
+                                            end_to_end(response.headers)):
+                self.store.invalidate(uri)
+        return keep
+
+    def _purge(self, conn, head, target, record) -> bool:
+        if not self.purge_allowed(conn.client_ip):
+            raise Forbidden("PURGE is not allowed from this address")
+        if not self.store.purge(target.uri):
+            raise NotFound(f"nothing cached for {target.uri}")
+        body = f"purged {target.uri}\n".encode()
+        return conn.send_stored(head, record, 200, [("Content-Type", "text/plain")], (body,), len(body))
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _status(self, **params) -> str:
+        return policy.cache_status(self.name, **params)
+
+    def _fwd(self, fwd: str) -> str:
+        return fwd if self.store.available else "bypass"
+
+    @staticmethod
+    def _count(conn: ClientConnection, counter: str, record: Record, label: str) -> None:
+        conn.row.add(counter)
+        record.cache = label
+
+
+def _merge(headers: list[tuple[str, str]], extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    names = {name.lower() for name, _ in extra}
+    return [(n, v) for n, v in headers if n.lower() not in names] + list(extra)
+
+
+def _slice(hit: Hit, start: int, end: int):
+    """The bytes start..end (inclusive) of a stored body, streamed."""
+    offset = 0
+    for piece in hit.chunks():
+        lo, hi = max(start - offset, 0), min(end + 1 - offset, len(piece))
+        if lo < hi:
+            yield piece[lo:hi]
+        offset += len(piece)
+        if offset > end:
+            return
+
+
+def _replace_meta(meta: Meta, fresh: policy.StoredResponse, ttl: float) -> Meta:
+    return msgspec.structs.replace(meta, status=fresh.status, headers=list(fresh.headers),
+                                   request_time=fresh.request_time, response_time=fresh.response_time,
+                                   ttl=ttl)
