@@ -163,13 +163,28 @@ def _toml(proxy, changes: dict) -> str:
 
 
 def test_hup_with_a_new_bind_address(make_proxy, origin):
+    """The new address is opened before the old one closes: at every moment one of them answers."""
     proxy = make_proxy()
     old, new = proxy.port, free_port()
-    proxy.reload({"server": {"bind": f"127.0.0.1:{new}"}})
-    wait_until(lambda: http_probe("127.0.0.1", new), RELOAD_TIMEOUT, f"the new port {new} to answer")
-    ok(proxy, origin, "new-port", port=new)
-    wait_until(lambda: port_refuses(old), RELOAD_TIMEOUT, f"the old port {old} to be closed")
+    samples, stop = [], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            samples.append((http_probe("127.0.0.1", old, timeout=1), http_probe("127.0.0.1", new, timeout=1)))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        proxy.reload({"server": {"bind": f"127.0.0.1:{new}"}})
+        wait_until(lambda: http_probe("127.0.0.1", new), RELOAD_TIMEOUT, f"the new port {new} to answer")
+        ok(proxy, origin, "new-port", port=new)
+        wait_until(lambda: port_refuses(old), RELOAD_TIMEOUT, f"the old port {old} to be closed")
+    finally:
+        stop.set()
+        watcher.join(5)
     ok(proxy, origin, "new-port-again", port=new)
+    gaps = [index for index, (old_ok, new_ok) in enumerate(samples) if not old_ok and not new_ok]
+    assert samples and not gaps, f"neither address answered at {len(gaps)} of {len(samples)} samples"
 
 
 def test_hup_keeps_an_unchanged_listener_and_adds_one(make_proxy, origin):
