@@ -239,9 +239,10 @@ class RequestReader(_Reader):
 class ResponseReader(_Reader):
     """Upstream side: feed() bytes from the origin; consume `events`.
 
-    `head_only` is set for responses to HEAD (RFC 9110 §9.3.2): the message ends with its head and
-    `clean_end` says whether the head ended exactly at the end of the bytes received (only then is
-    the connection safe to reuse). `eof()` ends a close-delimited body or reports a truncated one.
+    `head_only` is set for responses to HEAD (RFC 9110 §9.3.2): the message ends with its head.
+    `clean_end` says whether the response ended exactly at the end of the bytes received: bytes
+    after the declared end are dropped, never parsed as another response, and the connection must
+    not be reused. `eof()` ends a close-delimited body or reports a truncated one.
     """
 
     def __init__(self, limits: HeadLimits = HeadLimits(), head_only: bool = False) -> None:
@@ -252,9 +253,12 @@ class ResponseReader(_Reader):
         self._head: ResponseHead | None = None
         self._complete = False
         self._heads = 0                    # heads parsed so far (1xx included)
+        self._final_done = False           # the final (non-1xx) response is complete
         self._raw = bytearray()            # HEAD only: every byte received, to check clean_end
 
     def on_message_begin(self) -> None:
+        if self._final_done:
+            raise _Extra()                  # bytes after the response: stop, never parse them
         super().on_message_begin()
         self._complete = False
 
@@ -283,13 +287,23 @@ class ResponseReader(_Reader):
     def on_message_complete(self) -> None:
         if not self._complete:
             self._complete = True
+            self._final_done = self._head is not None and self._head.status >= 200
             super().on_message_complete()
 
     def feed(self, data: bytes) -> None:
+        if self._final_done:
+            self.clean_end = False
+            return
         if self.head_only:
             self._raw += data
         try:
             self._feed(data)
+        except _Extra:
+            self.clean_end = False
+        except BadGateway:
+            if not self._final_done:
+                raise
+            self.clean_end = False          # garbage after a complete response
         except _HeadDone:
             # Each head ends at its only empty line, so the bytes are exactly the heads iff they
             # end with one and hold no more empty lines than heads were parsed.
@@ -320,6 +334,10 @@ class ResponseReader(_Reader):
 
 class _HeadDone(ProxyError):
     """Raised in a callback to stop the parser after the head of a response to HEAD."""
+
+
+class _Extra(ProxyError):
+    """Raised in a callback to stop the parser at bytes that follow a complete response."""
 
 
 # ---------------------------------------------------------------------------------------------

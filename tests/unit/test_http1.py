@@ -265,8 +265,10 @@ RESPONSES = [
     ("204-with-length", b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", [resp(204, 0), "END"]),
     ("304-with-length", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: \"x\"\r\n\r\n",
      [resp(304, 0), "END"]),
-    ("pipelined-keepalive", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 304 Not Modified\r\n\r\n",
-     [resp(200, 1), b"a", "END", resp(304, 0), "END"]),
+    # One request, one response: bytes after it are dropped, never parsed as another response
+    # (and the connection is not reused: see test_bytes_after_response_are_dropped).
+    ("unsolicited-second-response", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 304 Not Modified\r\n\r\n",
+     [resp(200, 1), b"a", "END"]),
 ]
 
 
@@ -441,3 +443,14 @@ def test_header_value(headers, name, expected):
 def test_status_lines_are_well_formed():
     for status in (100, 200, 204, 301, 404, 502, 505):
         assert re.fullmatch(rb"HTTP/1\.1 \d{3} [A-Za-z -]+\r\n\r\n", response_head_bytes(status, []))
+
+
+# (A lone CRLF after a response is skipped by llhttp like the empty lines RFC 9112 §2.2 lets a
+# recipient ignore before a message; it cannot desync anything, so it is not counted as extra.)
+@pytest.mark.parametrize("extra", [b"EXTRA", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"])
+def test_bytes_after_response_are_dropped(extra):
+    """RFC 9112 §6.3: the declared length ends the message; what follows is not ours to relay."""
+    reader = ResponseReader()
+    reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + extra)
+    assert summary(reader.events)[1:] == [b"hello", "END"]
+    assert reader.complete and not reader.clean_end
