@@ -143,11 +143,12 @@ def test_hup_with_a_broken_file_keeps_the_old_config_and_workers(make_proxy, ori
             "unknown-key": _toml(proxy, {"server": {"wrokers": 3}})}[case]
     log_before = len(proxy.stderr_text())
     proxy.reload(text=text)
-    wait_until(lambda: proxy.config_path.name in proxy.stderr_text()[log_before:], 5,
-               "the failed reload to be logged with the file name")
+    error = f"{proxy.config_path}: "  # a ConfigError line: "FILE: KEY: message" or "FILE: not valid TOML..."
+    wait_until(lambda: error in proxy.stderr_text()[log_before:], 5,
+               "the failed reload to be logged as FILE: KEY: message")
     logged = proxy.stderr_text()[log_before:]
     if case != "bad-toml":
-        assert "server.w" in logged, f"the reload error does not name the key: {logged!r}"
+        assert f"{error}server.w" in logged, f"the reload error does not name the key: {logged!r}"
     assert proxy.alive()
     assert via_of(ok(proxy, origin, f"broken-{case}")) == "1.1 old-config"
     assert proxy.worker_pids() == workers, "a failed reload replaced the workers"
