@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stats"]:
+        from .statscmd import main as stats_main
+        return stats_main(argv[1:])
     args = _parser().parse_args(argv)
     overrides = Overrides(bind=tuple(args.bind), workers=args.workers)
     try:

@@ -8,6 +8,7 @@ turns any problem into one `ConfigError` line that names the file and the key.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ class Admin(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
                 parse_address(self.bind)
         except ValueError as error:
             raise ValueError(f"`bind`: {error}") from None
+        for entry in self.allow:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"`allow`: {entry!r} is not an address or CIDR network") from None
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

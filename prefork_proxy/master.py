@@ -28,7 +28,9 @@ from workers.worker import EXIT_BOOT_ERROR, WorkerSpec
 from workers.worker import run as worker_main
 
 from . import logs
+from .admin import AdminServer
 from .config import Config, ConfigError, Overrides, load
+from .stats import Stats
 
 __all__ = ["Master", "HaltError"]
 
@@ -88,11 +90,14 @@ class Master:
     _next_spawn: float = 0.0
     _wakeup: tuple[int, int] = (-1, -1)
     retired_totals: dict[str, float] = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
+    admin: AdminServer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self) -> int:
         raise_fd_limit()
         self.listeners = open_listeners(self.config, {})
+        self.admin = AdminServer.start(self, self.config.admin, self.config.path)
         self.wanted = workers_wanted(self.config)
         self._install_signals()
         self._write_pidfile()
@@ -115,6 +120,8 @@ class Master:
             _signal(handle.pid, signal.SIGKILL)
         for sock in self.listeners.values():
             sock.close()
+        if self.admin is not None:
+            self.admin.close()
         if self.config.server.pidfile:
             try:
                 os.unlink(self.config.server.pidfile)
@@ -140,9 +147,12 @@ class Master:
     def _wait(self) -> None:
         sentinels = [handle.process.sentinel for handle in self.workers.values()]
         try:
-            multiprocessing.connection.wait([self._wakeup[0], *sentinels], timeout=0.5)
+            multiprocessing.connection.wait([self._wakeup[0], *sentinels, *self.admin.fds()],
+                                            timeout=self.admin.timeout(0.5))
         except InterruptedError:
             pass
+        self.admin.service()
+        self.stats.tick(self)           # once a second: psutil and the counters' history
         for signum in self._drain_wakeup():
             name = _SIGNALS.get(signum)
             if name:
@@ -199,15 +209,20 @@ class Master:
 
     def reload(self) -> bool:
         """Transactional reload; on any error the running config and workers stay untouched."""
+        admin = None
         try:
             new = load(self.config.path, self.overrides)
+            admin = self.admin.prepare(new.admin, new.path)    # binds only if admin.bind changed
             listeners = open_listeners(new, self.listeners)
         except (ConfigError, OSError) as error:
+            if admin is not None:
+                admin.abort()
             self._reload_failed(str(error))
             return False
         for address, sock in self.listeners.items():
             if listeners.get(address) is not sock:
                 sock.close()        # old workers keep their own copies until they retire
+        self.admin.commit(admin)
         self.config, self.listeners = new, listeners
         self.wanted = workers_wanted(new)
         self.generation += 1
