@@ -162,6 +162,11 @@ class AdminServer:
         waiting = [client for client in self.clients if not client.out]
         return ([self.sock] if self.sock is not None else []) + waiting
 
+    def private_fds(self) -> list[int]:
+        """Every descriptor the admin server holds: a forked worker closes them."""
+        socks = ([self.sock] if self.sock is not None else []) + list(self.clients)
+        return [sock.fileno() for sock in socks]
+
     def timeout(self, default: float) -> float:
         """The master's wait timeout: short while an answer is half sent (we wait for reads only)."""
         if any(client.out for client in self.clients):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import msgspec
 
 from cache.settings import CacheSettings
-from workers.settings import Limits, Log, Server, Upstream, parse_address
+from workers.settings import Access, Limits, Log, Server, Upstream, parse_address
 
 __all__ = ["Admin", "Config", "ConfigError", "Overrides", "load", "summary"]
 
@@ -50,11 +50,15 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     server: Server = msgspec.field(default_factory=Server)
     upstream: Upstream = msgspec.field(default_factory=Upstream)
     limits: Limits = msgspec.field(default_factory=Limits)
+    access: Access = msgspec.field(default_factory=Access)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     admin: Admin = msgspec.field(default_factory=Admin)
     log: Log = msgspec.field(default_factory=Log)
     path: str = ""          # where it was read from (not a file key)
     digest: str = ""        # sha256 of the file's bytes (not a file key)
+
+
+SECTIONS = tuple(name for name in Config.__struct_fields__ if name not in ("path", "digest"))
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,7 @@ def _apply(data: dict, overrides: Overrides) -> dict:
 def summary(config: Config) -> str:
     """The effective configuration, one `section.key = value` per line (for --check)."""
     lines = [f"# {config.path} (sha256 {config.digest[:12]})"]
-    for section in ("server", "upstream", "limits", "cache", "admin", "log"):
+    for section in SECTIONS:
         value = getattr(config, section)
         for field in value.__struct_fields__:
             lines.append(f"{section}.{field} = {getattr(value, field)!r}")

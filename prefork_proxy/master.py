@@ -23,6 +23,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from cache.embedded import EmbeddedError, EmbeddedServer
+from cache.embedded import start as start_embedded
 from workers.scoreboard import Slot
 from workers.worker import EXIT_BOOT_ERROR, WorkerSpec
 from workers.worker import run as worker_main
@@ -90,6 +92,8 @@ class Master:
     _next_spawn: float = 0.0
     _wakeup: tuple[int, int] = (-1, -1)
     retired_totals: dict[str, float] = field(default_factory=dict)
+    embedded: EmbeddedServer | None = None   # the private cache server for redis_url = "embedded"
+    cache_url: str = ""                      # what workers connect to ("" = no cache)
     stats: Stats = field(default_factory=Stats)
     admin: AdminServer | None = None
 
@@ -99,6 +103,7 @@ class Master:
         self.listeners = open_listeners(self.config, {})
         self.admin = AdminServer.start(self, self.config.admin, self.config.path)
         self.wanted = workers_wanted(self.config)
+        self.cache_url = self.cache_url_for(self.config)
         self._install_signals()
         self._write_pidfile()
         log.info("master %d: listening on %s, %d workers x %d threads, %s", os.getpid(),
@@ -107,6 +112,7 @@ class Master:
                  else "forward proxy")
         try:
             while not (self.stopping and not self.workers):
+                self.check_embedded()
                 self.reap_workers()
                 self.kill_stuck_workers()
                 self.manage_workers()
@@ -120,6 +126,8 @@ class Master:
             _signal(handle.pid, signal.SIGKILL)
         for sock in self.listeners.values():
             sock.close()
+        if self.embedded is not None:
+            self.embedded.stop()
         if self.admin is not None:
             self.admin.close()
         if self.config.server.pidfile:
@@ -224,6 +232,7 @@ class Master:
                 sock.close()        # old workers keep their own copies until they retire
         self.admin.commit(admin)
         self.config, self.listeners = new, listeners
+        self.cache_url = self.cache_url_for(new)
         self.wanted = workers_wanted(new)
         self.generation += 1
         logs.configure(new.log)
@@ -317,13 +326,44 @@ class Master:
         slot.set("generation", self.generation)
         spec = WorkerSpec(server=config.server, upstream=config.upstream, limits=config.limits,
                           log=config.log, listeners=tuple(self.listeners.values()), slot=slot,
-                          master_pid=os.getpid(), generation=self.generation)
+                          master_pid=os.getpid(), generation=self.generation,
+                          access=config.access, cache=config.cache, cache_url=self.cache_url,
+                          inherited_fds=(*self._wakeup, *(self.admin.private_fds() if self.admin else ())))
         process = _FORK.Process(target=worker_main, args=(spec,), name="prefork_proxy-worker")
         process.start()
         handle = WorkerHandle(process, slot, self.generation, time.monotonic())
         self.workers[process.pid] = handle
         log.info("worker %d spawned (generation %d)", process.pid, self.generation)
         return handle
+
+    # -- the embedded cache server --------------------------------------------------------------
+    def cache_url_for(self, config: Config) -> str:
+        """The URL workers use: the embedded server's (started on first need), or the configured
+        one. If the embedded server cannot start, the proxy runs uncached rather than not at all."""
+        url = config.cache.redis_url
+        if url != "embedded":
+            if self.embedded is not None:      # no longer needed: old workers just lose their cache
+                self.embedded.stop()
+                self.embedded = None
+            return url
+        if self.embedded is None:
+            try:
+                self.embedded = start_embedded(config.cache.embedded_maxmemory)
+            except EmbeddedError as error:
+                log.error("cache: the embedded cache server did not start, serving uncached: %s", error)
+                return ""
+            log.info("%s", self.embedded.describe())
+        return self.embedded.url
+
+    def check_embedded(self) -> None:
+        """Supervise the embedded server: restart it on the same address if it died."""
+        if self.embedded is None or self.embedded.poll() is None or self.stopping:
+            return
+        log.warning("cache: the embedded cache server exited (%s); restarting it", self.embedded.poll())
+        try:
+            self.embedded.restart()
+        except EmbeddedError as error:
+            log.error("cache: restarting the embedded cache server failed: %s", error)
 
     def retire_worker(self, handle: WorkerHandle) -> None:
         handle.retire_deadline = time.monotonic() + self.config.server.graceful_timeout + _KILL_MARGIN

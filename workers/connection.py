@@ -28,8 +28,8 @@ from .proxy import (Route, check_via, client_response_headers, connect_allowed, 
                     upstream_request_headers)
 from .scoreboard import Row
 from .settings import Limits, Server
-from .tunnel import open_tunnel, pump
-from .upstream import RECV_SIZE, Pool, Upstream, _sendmsg_all, is_reset
+from .tunnel import pump
+from .upstream import RECV_SIZE, Pool, Upstream, _sendmsg_all, is_reset, open_connection
 
 __all__ = ["Context", "ClientConnection", "Fetched", "Tee"]
 
@@ -53,6 +53,9 @@ class Context:
     send_timeout: float = 60.0
     linger: float = 0.1          # how long a handler thread waits for the next request before parking
     cache: Any = None            # the cache front (workers.caching.CacheFront), None = no cache
+    access: Any = None           # workers.access.AccessPolicy, None = no checks (unit tests)
+    forward_proxy: bool = True   # absolute-form requests to any host are proxied
+    server_names: frozenset = frozenset()   # reverse mode: absolute-form hosts that mean the origin
     stopping: bool = False
     head_limits: HeadLimits = field(init=False)
 
@@ -104,6 +107,7 @@ class ClientConnection:
         self.served = 0
         self.head_deadline = 0.0     # set when the first byte of a request head arrives
         self.idle_since = time.monotonic()
+        self.counted = False
         self.row: Row | None = None
         self._body_done = True       # the current request's body has been read to its end
 
@@ -127,6 +131,9 @@ class ClientConnection:
     def run(self, row: Row) -> bool:
         """Serve what is ready; True = park me, False = closed (or to be closed)."""
         self.row = row
+        if not self.counted:
+            self.counted = True
+            row.add("connections")          # once, by the first thread that serves it
         try:
             while True:
                 record = Record(self.client_ip)
@@ -268,7 +275,8 @@ class ClientConnection:
 
     def _dispatch(self, head: RequestHead, record: Record) -> bool:
         self._check_request(head)
-        target = route(head, self.ctx.origin)
+        target = route(head, self.ctx.origin, self.ctx.forward_proxy, self.ctx.server_names)
+        self._check_route(head, target)
         if target.kind == "connect":
             return self._tunnel(head, target, record)
         if head.method == "TRACE":
@@ -280,7 +288,22 @@ class ClientConnection:
             return self.ctx.cache.handle(self, head, target, record)
         return self.forward(head, target, record)[0]
 
+    def _check_route(self, head: RequestHead, target: Route) -> None:
+        access = self.ctx.access
+        if access is None or target.kind not in ("forward", "connect"):
+            return
+        access.check_auth(header_value(head.headers, "proxy-authorization"))
+        if target.kind == "forward":
+            access.check_port(target.port)
+
+    def _destination_check(self, target: Route):
+        """Forward-mode and CONNECT destinations are vetted at connect time; the origin is not."""
+        access = self.ctx.access
+        return access.check_destination if access is not None and target.kind != "reverse" else None
+
     def _check_request(self, head: RequestHead) -> None:
+        if self.ctx.access is not None:
+            self.ctx.access.check_client(self.client_ip)
         hosts = [value for name, value in head.headers if name.lower() == "host"]
         if head.version == "1.1" and len(hosts) != 1:
             raise BadRequest("HTTP/1.1 request needs exactly one Host field")  # RFC 9112 §3.2
@@ -326,7 +349,7 @@ class ClientConnection:
         except GatewayTimeout:
             self.row.add("upstream_timeouts")
             raise
-        except ProxyError:
+        except BadGateway:
             self.row.add("upstream_errors")
             raise
         record.upstream_status = response.status
@@ -361,14 +384,15 @@ class ClientConnection:
     def _send_request(self, head: RequestHead, target: Route, request: bytes):
         """Send the request; return the connection, its reader and the final response head."""
         retryable = head.method in _RETRYABLE and not head.has_body
-        conn = self.ctx.pool.acquire(target.key)
+        check = self._destination_check(target)
+        conn = self.ctx.pool.acquire(target.key, check=check)
         try:
             return self._attempt(head, conn, request)
         except UpstreamClosed:
             conn.close()
             if not (conn.reused and retryable):
                 raise
-        conn = self.ctx.pool.acquire(target.key, fresh=True)   # one transparent retry
+        conn = self.ctx.pool.acquire(target.key, fresh=True, check=check)   # one transparent retry
         try:
             return self._attempt(head, conn, request)
         except BaseException:
@@ -520,7 +544,8 @@ class ClientConnection:
     # -- CONNECT ---------------------------------------------------------------------------
     def _tunnel(self, head: RequestHead, target: Route, record: Record) -> bool:
         connect_allowed(target.port, self.ctx.server.connect_ports)
-        upstream = open_tunnel(target.host, target.port, self.ctx.pool.connect_timeout)
+        upstream = open_connection(target.host, target.port, self.ctx.pool.connect_timeout,
+                                   self._destination_check(target))
         record.status = 200
         try:
             self._send_client(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -593,7 +618,7 @@ class ClientConnection:
             self.row.add("client_errors")
         body = f"{error.status} {error.detail}\n".encode("utf-8", "replace")
         headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-                   ("Cache-Control", "no-store")]
+                   ("Cache-Control", "no-store"), *error.headers]
         try:
             return self._send_simple(record, error.status, headers, body, keep=not close)
         except _ClientGone:

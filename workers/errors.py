@@ -7,7 +7,7 @@ text body; `close` says whether the connection can go on (framing in doubt -> cl
 from __future__ import annotations
 
 __all__ = [
-    "ProxyError", "BadRequest", "Forbidden", "NotFound", "MethodNotAllowed", "RequestTimeout",
+    "ProxyError", "BadRequest", "Forbidden", "ProxyAuthRequired", "NotFound", "MethodNotAllowed", "RequestTimeout",
     "ContentTooLarge", "URITooLong", "ExpectationFailed", "HeadersTooLarge", "NotImplementedCoding",
     "BadGateway", "GatewayTimeout", "VersionNotSupported", "LoopDetected", "UpstreamClosed",
 ]
@@ -17,9 +17,10 @@ class ProxyError(Exception):
     status = 500
     close = True
 
-    def __init__(self, detail: str = "") -> None:
+    def __init__(self, detail: str = "", headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(detail or self.__class__.__doc__ or "error")
         self.detail = detail or (self.__class__.__doc__ or "error").strip()
+        self.headers = headers or []      # extra response fields, e.g. Proxy-Authenticate
 
 
 class BadRequest(ProxyError):
@@ -42,6 +43,12 @@ class NotFound(ProxyError):
 class MethodNotAllowed(ProxyError):
     """method not allowed"""
     status = 405
+    close = False
+
+
+class ProxyAuthRequired(ProxyError):
+    """proxy authentication required"""
+    status = 407
     close = False
 
 

@@ -62,8 +62,12 @@ def _split_authority(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def route(head: RequestHead, origin: tuple[str, str, int] | None) -> Route:
-    """RFC 9112 §3.2: the request-target form decides where a request goes."""
+def route(head: RequestHead, origin: tuple[str, str, int] | None, forward: bool = True,
+          server_names: frozenset[str] = frozenset()) -> Route:
+    """RFC 9112 §3.2: the request-target form decides where a request goes.
+
+    With `forward` off (reverse mode by default), an absolute-form target is accepted only for
+    the origin's own host or `server_names`, and goes to the origin: never an open proxy."""
     target = head.target
     if head.method == "CONNECT":                               # §3.2.3 authority-form
         host, port = _split_authority(target)
@@ -82,7 +86,15 @@ def route(head: RequestHead, origin: tuple[str, str, int] | None) -> Route:
         scheme, host, port = origin
         return Route("reverse", scheme, host, port, target,
                      _authority(host, port, 443 if scheme == "https" else 80))
-    return _absolute(target)                                   # §3.2.2 absolute-form
+    absolute = _absolute(target)                               # §3.2.2 absolute-form
+    if forward:
+        return absolute
+    if origin is None or (absolute.host not in server_names and
+                          (absolute.host, absolute.port) != (origin[1], origin[2])):
+        raise Forbidden(f"this proxy does not forward to {absolute.host}")
+    scheme, host, port = origin
+    return Route("reverse", scheme, host, port, absolute.target,
+                 _authority(host, port, 443 if scheme == "https" else 80))
 
 
 def _absolute(target: str) -> Route:
@@ -131,12 +143,21 @@ def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(n, v) for n, v in headers if n.lower() not in _HOP_BY_HOP]
 
 
+# Fields a client could use to make a reverse-proxied origin believe something about the request
+# that is not so (host, scheme, path); in reverse mode they are dropped, and the first two
+# re-set by the proxy from what it knows.
+_SPOOFABLE = frozenset(("x-forwarded-host", "x-forwarded-proto", "x-original-url", "x-rewrite-url"))
+
+
 def upstream_request_headers(head: RequestHead, route: Route, client_ip: str, via: str) -> list[tuple[str, str]]:
     """The head fields sent to the origin (framing fields are added by the caller)."""
     headers = []
     forwarded_for = None
+    reverse = route.kind == "reverse"
     for name, value in end_to_end(head.headers):
         lname = name.lower()
+        if reverse and lname in _SPOOFABLE:
+            continue
         if lname == "host" and route.kind == "forward":
             continue                      # RFC 9112 §3.2.2: replaced by the target's authority
         if lname == "x-forwarded-for":
@@ -150,6 +171,9 @@ def upstream_request_headers(head: RequestHead, route: Route, client_ip: str, vi
     if route.kind == "forward" or not any(n.lower() == "host" for n, _ in headers):
         headers.insert(0, ("Host", route.authority))
     headers.append(("X-Forwarded-For", f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip))
+    if reverse:
+        host = next((v for n, v in head.headers if n.lower() == "host"), route.authority)
+        headers += [("X-Forwarded-Host", host), ("X-Forwarded-Proto", "http")]
     headers.append(("Via", f"{head.version} {via}"))  # RFC 9110 §7.6.3: protocol as received
     return headers
 

@@ -7,9 +7,12 @@ keys and wrong types and reports the path, so an error can always name the key.
 
 from __future__ import annotations
 
+import ipaddress
+import os
+
 import msgspec
 
-__all__ = ["Server", "Upstream", "Limits", "Log", "parse_address", "parse_origin"]
+__all__ = ["Server", "Upstream", "Limits", "Log", "Access", "parse_address", "parse_origin", "parse_ports"]
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -104,6 +107,7 @@ class Upstream(_Section, frozen=True):
     pool_size: int = 32
     pool_idle_timeout: float = 30.0
     tunnel_idle_timeout: float = 300.0
+    server_names: list[str] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.origin:
@@ -150,3 +154,47 @@ class Log(_Section, frozen=True):
             raise ValueError(f"`access_format`: must be 'combined' or 'json', got {self.access_format!r}")
         if self.level not in ("debug", "info", "warning", "error"):
             raise ValueError(f"`level`: must be debug, info, warning or error, got {self.level!r}")
+
+
+def parse_ports(texts: list[str]) -> tuple[tuple[int, int], ...]:
+    """["80", "443", "1025-65535"] -> ((80, 80), (443, 443), (1025, 65535)); ValueError if malformed."""
+    ranges = []
+    for text in texts:
+        low, _, high = str(text).partition("-")
+        if not low.strip().isdigit() or (high and not high.strip().isdigit()):
+            raise ValueError(f"{text!r} is not a port or a port range like 1025-65535")
+        first, last = int(low), int(high or low)
+        if not 1 <= first <= last <= 65535:
+            raise ValueError(f"{text!r} is not within 1-65535")
+        ranges.append((first, last))
+    return tuple(ranges)
+
+
+class Access(_Section, frozen=True):
+    """Who may use the proxy, and where forward-mode requests may go."""
+
+    allow: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    deny: list[str] = msgspec.field(default_factory=list)
+    auth_file: str = ""
+    realm: str = "prefork_proxy"
+    forward_proxy: str = "auto"
+    ports: list[str] = msgspec.field(default_factory=lambda: ["80", "443", "1025-65535"])
+    allow_destinations: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for key in ("allow", "deny", "allow_destinations"):
+            for entry in getattr(self, key):
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"`{key}`: {entry!r} is not an address or CIDR network") from None
+        try:
+            parse_ports(self.ports)
+        except ValueError as error:
+            raise ValueError(f"`ports`: {error}") from None
+        if self.forward_proxy not in ("auto", "on", "off"):
+            raise ValueError(f"`forward_proxy`: must be 'auto', 'on' or 'off', got {self.forward_proxy!r}")
+        if self.auth_file and not os.path.isfile(self.auth_file):
+            raise ValueError(f"`auth_file`: {self.auth_file!r} is not a readable file")
+        if '"' in self.realm or "\\" in self.realm:
+            raise ValueError("`realm`: must not contain quotes or backslashes")

@@ -12,22 +12,9 @@ import socket
 import time
 from typing import Callable
 
-from .errors import BadGateway, GatewayTimeout
-
-__all__ = ["open_tunnel", "pump"]
+__all__ = ["pump"]
 
 _CHUNK = 65536
-
-
-def open_tunnel(host: str, port: int, timeout: float) -> socket.socket:
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except socket.timeout:
-        raise GatewayTimeout(f"connecting to {host}:{port} timed out") from None
-    except OSError as error:
-        raise BadGateway(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
 
 
 def pump(client: socket.socket, upstream: socket.socket, early: bytes, idle_timeout: float,

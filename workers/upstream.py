@@ -17,11 +17,14 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
-from .errors import BadGateway, GatewayTimeout, UpstreamClosed
+from .errors import BadGateway, GatewayTimeout, ProxyError, UpstreamClosed
 from .http1 import END, HeadLimits, ResponseHead, ResponseReader, request_head_bytes
 
-__all__ = ["Pool", "Upstream", "RECV_SIZE", "fetch_whole"]
+__all__ = ["Pool", "Upstream", "RECV_SIZE", "fetch_whole", "open_connection", "Check"]
+
+Check = Callable[[str, int], None]   # raises a ProxyError to refuse an address
 
 RECV_SIZE = 65536
 _RESPONSE_LIMITS = HeadLimits(request_line=8192, header_line=65536, header_bytes=262144, header_count=500)
@@ -96,8 +99,10 @@ class Pool:
         self._lock = threading.Lock()
         self._tls_context: ssl.SSLContext | None = None
 
-    def acquire(self, key: tuple[str, str, int], fresh: bool = False) -> Upstream:
-        """A live pooled connection (reused=True) or a new one; raises BadGateway/GatewayTimeout."""
+    def acquire(self, key: tuple[str, str, int], fresh: bool = False,
+                check: Check | None = None) -> Upstream:
+        """A live pooled connection (reused=True) or a new one; raises BadGateway/GatewayTimeout.
+        `check(ip, port)` vets the address a new connection goes to (forward-mode policy)."""
         while not fresh:
             conn = self._pop(key)
             if conn is None:
@@ -106,7 +111,7 @@ class Pool:
                 conn.reused = True
                 return conn
             conn.close()
-        return self._connect(key)
+        return self._connect(key, check)
 
     def _pop(self, key: tuple[str, str, int]) -> Upstream | None:
         with self._lock:
@@ -133,17 +138,9 @@ class Pool:
             for conn in conns:
                 conn.close()
 
-    def _connect(self, key: tuple[str, str, int]) -> Upstream:
+    def _connect(self, key: tuple[str, str, int], check: Check | None) -> Upstream:
         scheme, host, port = key
-        try:
-            sock = socket.create_connection((host, port), timeout=self.connect_timeout)
-        except socket.timeout:
-            raise GatewayTimeout(f"connecting to {host}:{port} timed out") from None
-        except socket.gaierror as error:
-            raise BadGateway(f"cannot resolve {host}: {error.strerror}") from None
-        except OSError as error:
-            raise BadGateway(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = open_connection(host, port, self.connect_timeout, check)
         sock.settimeout(self.read_timeout)
         if scheme == "https":
             sock = self._wrap_tls(sock, host)
@@ -157,6 +154,41 @@ class Pool:
         except (ssl.SSLError, OSError) as error:
             sock.close()
             raise BadGateway(f"TLS handshake with {host} failed: {error}") from None
+
+
+def open_connection(host: str, port: int, timeout: float, check: Check | None = None) -> socket.socket:
+    """Resolve, vet each address with `check`, connect to the first that is allowed and answers.
+
+    Vetting the address we then connect to (not the name) closes the DNS-rebinding gap."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise BadGateway(f"cannot resolve {host}: {error.strerror}") from None
+    refused: ProxyError | None = None
+    failure = "no address"
+    for family, kind, proto, _, address in infos:
+        if check is not None:
+            try:
+                check(address[0], port)
+            except ProxyError as error:
+                refused = error
+                continue
+        sock = socket.socket(family, kind, proto)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except socket.timeout:
+            sock.close()
+            raise GatewayTimeout(f"connecting to {host}:{port} timed out") from None
+        except OSError as error:
+            sock.close()
+            failure = error.strerror or str(error)
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    if refused is not None:
+        raise refused
+    raise BadGateway(f"cannot connect to {host}:{port}: {failure}")
 
 
 def is_reset(error: OSError) -> bool:

@@ -38,9 +38,9 @@ from .accesslog import AccessLog
 from .caching import CacheFront
 from .connection import ClientConnection, Context
 from .scoreboard import Slot
-from .settings import Limits, Log, Server, Upstream
+from .settings import Access, Limits, Log, Server, Upstream
 from .upstream import Pool
-from .access import address_in, networks
+from .access import AccessPolicy, address_in, networks
 
 __all__ = ["WorkerSpec", "run", "EXIT_OK", "EXIT_BOOT_ERROR"]
 
@@ -64,8 +64,10 @@ class WorkerSpec:
     slot: Slot
     master_pid: int
     generation: int
+    access: Access = Access()
     cache: CacheSettings | None = None   # None or redis_url "" = no cache
     cache_url: str = ""                  # the Redis URL to use (the embedded server's, if embedded)
+    inherited_fds: tuple[int, ...] = ()  # the master's own descriptors, closed after fork
 
 
 _LISTENER = object()
@@ -97,11 +99,18 @@ class _Worker:
             pool=Pool(size=up.pool_size, idle_timeout=up.pool_idle_timeout,
                       connect_timeout=up.connect_timeout, read_timeout=up.read_timeout),
             access_log=AccessLog(spec.log.access_log, spec.log.access_format),
-            tunnel_idle_timeout=up.tunnel_idle_timeout, send_timeout=spec.limits.send_timeout)
+            tunnel_idle_timeout=up.tunnel_idle_timeout, send_timeout=spec.limits.send_timeout,
+            forward_proxy=_forward_enabled(spec.access.forward_proxy, up.origin),
+            server_names=frozenset(name.lower() for name in up.server_names))
 
     # -- boot ------------------------------------------------------------------------------
     def boot(self) -> None:
         _die_with_parent()
+        for fd in self.spec.inherited_fds:      # the master's admin socket, wakeup pipe, ...
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
@@ -111,6 +120,8 @@ class _Worker:
         os.set_blocking(self._wake_w, False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         self.ctx.cache = self._cache_front()
+        self.ctx.access = AccessPolicy.build(self.spec.access,
+                                             [sock.getsockname()[:2] for sock in self.spec.listeners])
         for listener in self.spec.listeners:
             listener.setblocking(False)
         for index in range(self.spec.server.threads):
@@ -316,6 +327,11 @@ class _Worker:
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _forward_enabled(setting: str, origin: str) -> bool:
+    """access.forward_proxy: "auto" = a forward proxy unless an origin is configured."""
+    return setting == "on" or (setting == "auto" and not origin)
 
 
 def _poke(fd: int) -> None:

@@ -32,9 +32,27 @@ def test_reverse_download(make_proxy, origin, http):
     assert response.status_code == 200 and len(response.content) == 3_000_000
 
 
-def test_absolute_form_is_still_forwarded_in_reverse_mode(make_proxy, origin):
+def test_absolute_form_for_another_host_is_refused_in_reverse_mode(make_proxy, origin):
+    """A reverse proxy is never an open proxy: absolute-form targets elsewhere get 403."""
     with Origin() as other:
         proxy = make_proxy({"upstream": {"origin": origin.base}})
+        response, _ = exchange(proxy.port, build("GET", other.url("/echo?case=both-forms")))
+        assert response.status == 403
+        assert not other.requests()
+    assert not origin.requests("/echo")
+
+
+def test_absolute_form_for_the_origin_goes_to_the_origin(make_proxy, origin):
+    proxy = make_proxy({"upstream": {"origin": origin.base}})
+    response, _ = exchange(proxy.port, build("GET", origin.url("/echo?case=own-host")))
+    assert response.status == 200
+    assert [r.target for r in origin.requests("/echo")] == ["/echo?case=own-host"]
+
+
+def test_absolute_form_is_forwarded_in_reverse_mode_when_forward_proxy_is_on(make_proxy, origin):
+    with Origin() as other:
+        proxy = make_proxy({"upstream": {"origin": origin.base}, "access": {
+            "forward_proxy": "on", "allow_destinations": ["127.0.0.0/8"]}})
         response, _ = exchange(proxy.port, build("GET", other.url("/echo?case=both-forms")))
         assert response.status == 200
         assert [r.target for r in other.requests()] == ["/echo?case=both-forms"]

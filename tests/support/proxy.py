@@ -106,6 +106,8 @@ class ProxyProcess:
                        "request_deadline": 60.0, "connect_ports": [443]},
             "upstream": {"connect_timeout": 2.0, "read_timeout": 10.0},
             "limits": {"header_timeout": 5.0},
+            # the test origins live on loopback, which forward mode refuses by default
+            "access": {"allow_destinations": ["127.0.0.0/8", "::1/128"]},
             "cache": {"redis_url": ""},
             "admin": {"bind": ""},
             "log": {"access_log": str(self.access_log), "error_log": "-", "level": "info"},

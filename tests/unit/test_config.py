@@ -189,7 +189,8 @@ def test_summary_lists_every_key_once(tmp_path):
     assert lines[0].startswith(f"# {config.path}")
     keys = [line.split(" = ", 1)[0] for line in lines[1:]]
     assert len(keys) == len(set(keys))
-    expected = {f"{section}.{name}" for section in ("server", "upstream", "limits", "cache", "admin", "log")
+    expected = {f"{section}.{name}" for section in ("server", "upstream", "limits", "access", "cache",
+                                                    "admin", "log")
                 for name in getattr(config, section).__struct_fields__}
     assert set(keys) == expected
     assert "server.workers = 3" in lines

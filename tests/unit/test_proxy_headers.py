@@ -112,7 +112,8 @@ def test_route_rejects(method, target):
 # RFC 9110 §7.6.1: hop-by-hop fields and the fields the Connection field names are not forwarded;
 # RFC 9112 §3.2.2: in forward mode Host is replaced by the target's authority; RFC 9110 §7.6.2:
 # Max-Forwards is decremented on OPTIONS/TRACE; RFC 9110 §10.1.1: Expect is answered by the proxy.
-# Via (RFC 9110 §7.6.3) and X-Forwarded-For are checked separately below, so they are left out here.
+# Via (RFC 9110 §7.6.3), X-Forwarded-For and (reverse mode) X-Forwarded-Host/-Proto are checked
+# separately below, so they are left out here.
 UPSTREAM = [
     ("end-to-end-kept-in-order", "GET", [("Host", "h"), ("Accept", "*/*"), ("X-A", "1"), ("x-a", "2")],
      REVERSE_ROUTE, [("Host", "h"), ("Accept", "*/*"), ("X-A", "1"), ("x-a", "2")]),
@@ -148,7 +149,27 @@ UPSTREAM = [
 @table("method, fields, target, expected", UPSTREAM)
 def test_upstream_request_headers(method, fields, target, expected):
     got = upstream_request_headers(request(method, headers=fields), target, "10.0.0.9", VIA)
-    assert without(got, "via", "x-forwarded-for") == expected
+    assert without(got, "via", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto") == expected
+
+
+# In reverse mode a client must not be able to tell the origin another host, scheme or path.
+SPOOFED = [("X-Forwarded-Host", "evil.test"), ("X-Forwarded-Proto", "https"),
+           ("X-Original-URL", "/admin"), ("X-Rewrite-URL", "/admin")]
+
+
+def test_reverse_mode_overwrites_spoofable_fields():
+    got = upstream_request_headers(request(headers=[("Host", "site.test"), *SPOOFED]),
+                                   REVERSE_ROUTE, "10.0.0.9", VIA)
+    names = [n.lower() for n, _ in got]
+    assert "x-original-url" not in names and "x-rewrite-url" not in names
+    assert [v for n, v in got if n.lower() == "x-forwarded-host"] == ["site.test"]
+    assert [v for n, v in got if n.lower() == "x-forwarded-proto"] == ["http"]
+
+
+def test_forward_mode_passes_the_fields_through():
+    got = upstream_request_headers(request(headers=[("Host", "h"), *SPOOFED]), FORWARD_ROUTE,
+                                   "10.0.0.9", VIA)
+    assert [(n, v) for n, v in got if (n, v) in SPOOFED] == SPOOFED
 
 
 FORWARDED_FOR = [
