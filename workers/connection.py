@@ -52,6 +52,7 @@ class Context:
     tunnel_idle_timeout: float = 300.0
     send_timeout: float = 60.0
     linger: float = 0.1          # how long a handler thread waits for the next request before parking
+    stop_grace: float = 0.5      # stopping: how long an idle connection may still deliver a request
     cache: Any = None            # the cache front (workers.caching.CacheFront), None = no cache
     access: Any = None           # workers.access.AccessPolicy, None = no checks (unit tests)
     forward_proxy: bool = True   # absolute-form requests to any host are proxied
@@ -166,7 +167,9 @@ class ClientConnection:
             self.ctx.access_log.log(record)
             self.served += 1
             self.idle_since = time.monotonic()
-        return keep and not self.ctx.stopping
+        # A response that promised keep-alive is honoured even if a stop began meanwhile: the
+        # client may already be sending its next request, which gets `Connection: close`.
+        return keep
 
     def _fail_early(self, error: ProxyError, record: Record) -> bool:
         """A request that failed before its head was complete: answer and close."""
@@ -205,7 +208,8 @@ class ClientConnection:
         now = time.monotonic()
         if self.head_deadline and now >= self.head_deadline:
             raise RequestTimeout("request head not received in time")
-        wait = min(self.ctx.linger, self.deadline - now)
+        linger = self.ctx.stop_grace if self.ctx.stopping else self.ctx.linger
+        wait = min(linger, self.deadline - now)
         if wait <= 0:
             raise _ClientGone()            # idle past the keep-alive timeout
         self.sock.settimeout(wait)
