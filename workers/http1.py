@@ -24,6 +24,8 @@ __all__ = [
 ]
 
 END = object()            # the end-of-message event
+_CHUNK_FRAMING_PER_CHUNK = 64   # size line, CRLFs and a modest extension, per chunk
+_TRAILER_ALLOWANCE = 8192       # the trailer section (and slack)
 LAST_CHUNK = b"0\r\n\r\n"  # RFC 9112 §7.1: last-chunk, no trailer section
 
 
@@ -107,13 +109,14 @@ class _Reader:
         self.limits = limits
         self.events: list = []
         self._headers: list[tuple[str, str]] = []
-        self._head_bytes = 0
+        self._head_bytes = self._trailer_bytes = 0
         self._raw_head_bytes = 0
         self._in_head = False
         self._head_began_in_feed = False
 
     def on_message_begin(self) -> None:
         self._headers = []
+        self._trailer_bytes = 0
         self._head_bytes = 0
         self._raw_head_bytes = 0
         self._in_head = True
@@ -121,6 +124,12 @@ class _Reader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name) + len(value) + 4
+        if not self._in_head:
+            # A trailer field (RFC 9112 §7.1.2): never merged into the head, never forwarded.
+            self._trailer_bytes += size
+            if self._trailer_bytes > _TRAILER_ALLOWANCE:
+                raise self._invalid("trailer section too large")
+            return
         if size > self.limits.header_line:
             raise self._too_large(f"header field {name[:40]!r} longer than {self.limits.header_line} bytes")
         if len(self._headers) >= self.limits.header_count:
@@ -183,6 +192,8 @@ class RequestReader(_Reader):
         self._url_len = 0
         self._te_count = 0
         self.tunnel_data: bytes | None = None
+        self._chunked_body = self._body_began_in_feed = False
+        self._framing_bytes = self._chunks = 0
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -221,12 +232,42 @@ class RequestReader(_Reader):
             version=version, headers=self._headers, keep_alive=parser.should_keep_alive(),
             chunked=codings is not None, content_length=length))
         self._in_head = False
+        self._chunked_body = codings is not None
+        self._framing_bytes = self._chunks = 0
+        self._body_began_in_feed = True
+
+    # Chunk extensions and trailers are parsed by llhttp but never handed to us: the bytes a
+    # chunked body costs beyond its data bound them. Counted from the feed after the head.
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        if self._chunked_body and not self._body_began_in_feed:
+            self._framing_bytes -= len(body)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._chunked_body = False
+
+    def _check_chunk_framing(self, size: int) -> None:
+        if not self._chunked_body:
+            return
+        if self._body_began_in_feed:
+            self._body_began_in_feed = False
+            self._framing_bytes = 0
+            return
+        self._framing_bytes += size
+        if self._framing_bytes > _CHUNK_FRAMING_PER_CHUNK * (self._chunks + 1) + _TRAILER_ALLOWANCE:
+            raise BadRequest("chunk extensions or trailer fields too large")
 
     def feed(self, data: bytes) -> None:
         try:
             self._feed(data)
         except httptools.HttpParserUpgrade as upgrade:
             self.tunnel_data = data[upgrade.args[0]:]
+            return
+        self._check_chunk_framing(len(data))
 
     def _invalid(self, reason: str) -> ProxyError:
         if reason.startswith("Invalid") and "version" in reason:       # llhttp's version errors

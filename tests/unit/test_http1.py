@@ -454,3 +454,32 @@ def test_bytes_after_response_are_dropped(extra):
     reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + extra)
     assert summary(reader.events)[1:] == [b"hello", "END"]
     assert reader.complete and not reader.clean_end
+
+
+# RFC 9112 §7.1.1/§7.1.2: chunk extensions and trailers are never forwarded, and their size is
+# bounded (a client must not make the proxy parse megabytes of them); trailers never join the head.
+CHUNK_FRAMING_ABUSE = [
+    ("huge-extension", [b"5;" + b"x" * 100_000 + b"\r\nhello\r\n", b"0\r\n\r\n"]),
+    ("huge-trailer-one-feed", [b"5\r\nhello\r\n0\r\nX-T: " + b"y" * 20_000 + b"\r\n\r\n"]),
+    ("many-trailers", [b"5\r\nhello\r\n0\r\n" + b"X-T: yyyyyyyyyy\r\n" * 1000 + b"\r\n"]),
+]
+CHUNKED_POST = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@table("parts", CHUNK_FRAMING_ABUSE)
+def test_oversized_chunk_framing_is_400(parts):
+    reader = RequestReader()
+    with pytest.raises(ProxyError) as caught:
+        for part in [CHUNKED_POST, *parts]:
+            reader.feed(part)
+    assert caught.value.status == 400
+
+
+def test_many_small_chunks_and_a_small_trailer_pass_and_trailers_stay_out_of_the_head():
+    reader = RequestReader()
+    reader.feed(CHUNKED_POST)
+    reader.feed(b"5\r\nhello\r\n" * 2000)
+    reader.feed(b"0\r\nHost: evil\r\n\r\n")
+    head = reader.events[0]
+    assert head.headers == [("Host", "a"), ("Transfer-Encoding", "chunked")]
+    assert reader.events[-1] is END and sum(len(e) for e in reader.events[1:-1]) == 10_000
