@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["stats"]:
         from .statscmd import main as stats_main
         return stats_main(argv[1:])
+    if argv[:1] == ["passwd"]:
+        return _passwd(argv[1:])
     args = _parser().parse_args(argv)
     overrides = Overrides(bind=tuple(args.bind), workers=args.workers)
     try:
@@ -53,6 +55,26 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         logging.getLogger("prefork_proxy.master").critical("%s", error)
         return 1
+
+
+def _passwd(argv: list[str]) -> int:
+    """`passwd USER`: read a password (twice) and print the `[access] auth_file` line for it."""
+    import getpass
+
+    from workers.auth import hash_password
+    parser = argparse.ArgumentParser(prog="prefork-proxy passwd",
+                                     description="print a USER:HASH line for [access] auth_file")
+    parser.add_argument("user")
+    args = parser.parse_args(argv)
+    if ":" in args.user:
+        print("prefork_proxy: a user name cannot contain ':'", file=sys.stderr)
+        return EXIT_CONFIG
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if sys.stdin.isatty() and getpass.getpass("again: ") != password:
+        print("prefork_proxy: the passwords differ", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.user}:{hash_password(password)}")
+    return 0
 
 
 if __name__ == "__main__":
