@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cache.fields import Headers, delta_seconds
 from cache.vary import field_values
 
-__all__ = ["Directives", "parse_cache_control", "request_directives", "response_directives"]
+__all__ = ["Directives", "parse_cache_control", "pragma_directives", "request_directives", "response_directives"]
 
 _DIRECTIVE = re.compile(r"""
     ([^=,\s"]+)                               # name
@@ -83,7 +84,12 @@ def request_directives(headers: Headers) -> Directives:
     values = field_values(headers, "cache-control")
     if values:
         return parse_cache_control(", ".join(values))
-    pragma = {token.strip().lower() for value in field_values(headers, "pragma") for token in value.split(",")}
+    return pragma_directives(field_values(headers, "pragma"))
+
+
+def pragma_directives(values: Sequence[str]) -> Directives:
+    """The directives a request's Pragma values stand for when it has no Cache-Control."""
+    pragma = {token.strip().lower() for value in values for token in value.split(",")}
     return _NO_CACHE if "no-cache" in pragma else _EMPTY  # RFC 9111 §5.4
 
 

@@ -6,6 +6,7 @@ valid token), then parameters: booleans bare, integers in range, strings quoted 
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["FORWARD_REASONS", "cache_status"]
@@ -27,18 +28,25 @@ def cache_status(cache_name: str, *, hit: bool = False, fwd: str | None = None, 
     """
     if fwd is not None and fwd not in FORWARD_REASONS:
         raise ValueError(f"Cache-Status fwd must be one of {sorted(FORWARD_REASONS)}, got {fwd!r}")
-    parameters = [
-        "hit" if hit else "",
-        f"fwd={fwd}" if fwd else "",
-        f"fwd-status={_integer(fwd_status)}" if fwd_status is not None else "",
-        f"ttl={_integer(ttl)}" if ttl is not None else "",
-        "stored" if stored else "",
-        "collapsed" if collapsed else "",
-        f"detail={_string(detail)}" if detail else "",
-    ]
-    return "; ".join([_token_or_string(cache_name), *filter(None, parameters)])
+    member = [_token_or_string(cache_name)]
+    if hit:
+        member.append("hit")
+    if fwd:
+        member.append(f"fwd={fwd}")
+    if fwd_status is not None:
+        member.append(f"fwd-status={_integer(fwd_status)}")
+    if ttl is not None:
+        member.append(f"ttl={_integer(ttl)}")
+    if stored:
+        member.append("stored")
+    if collapsed:
+        member.append("collapsed")
+    if detail:
+        member.append(f"detail={_string(detail)}")
+    return "; ".join(member)
 
 
+@functools.lru_cache(maxsize=16)   # one cache name per proxy: checked once
 def _token_or_string(text: str) -> str:
     return text if _TOKEN.fullmatch(text) else _string(text)
 

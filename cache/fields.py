@@ -43,7 +43,7 @@ def first_value(headers: Headers, name: str) -> str | None:
 
 def without(headers: Headers, names: set[str] | frozenset[str]) -> Headers:
     """`headers` minus every field whose lower-cased name is in `names`."""
-    return [(name, value) for name, value in headers if name.lower() not in names]
+    return [field for field in headers if field[0].lower() not in names]
 
 
 def delta_seconds(text: str | None) -> int | None:

@@ -13,7 +13,7 @@ from cache.model import Settings, StoredResponse
 from cache.vary import field_values
 
 __all__ = [
-    "HEURISTIC_STATUSES", "corrected_initial_age", "current_age", "freshness_lifetime",
+    "HEURISTIC_STATUSES", "corrected_initial_age", "current_age", "freshness_lifetime", "resident_time",
     "stale_forbidden", "stale_window", "time_to_live",
 ]
 
@@ -38,8 +38,12 @@ def corrected_initial_age(headers: Headers, request_time: float, response_time: 
 
 def current_age(stored: StoredResponse, now: float) -> float:
     """RFC 9111 §4.2.3: corrected_initial_age + resident_time."""
-    resident_time = max(0.0, now - stored.response_time)
-    return corrected_initial_age(stored.headers, stored.request_time, stored.response_time) + resident_time
+    return corrected_initial_age(stored.headers, stored.request_time, stored.response_time) + resident_time(stored, now)
+
+
+def resident_time(stored: StoredResponse, now: float) -> float:
+    """RFC 9111 §4.2.3: how long the response has been stored here (never negative)."""
+    return max(0.0, now - stored.response_time)
 
 
 def freshness_lifetime(stored: StoredResponse, settings: Settings) -> float:

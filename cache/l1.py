@@ -7,6 +7,10 @@ the injected monotonic clock) so the store can stop trusting it after `l1_ttl`.
 
 `epoch` counts invalidations: a reader notes it before going to Redis and `put` refuses the result
 if any drop or clear happened meanwhile, so a purge racing with a read cannot leave an old copy here.
+
+A hit gets the entry's own Meta, not a copy: its headers are kept as a tuple, so nobody can edit
+them. Next to it the entry keeps `derived`, what the caller derives from that Meta (the cache
+policy's cache.prepared.Prepared); it goes with the entry.
 """
 
 from __future__ import annotations
@@ -16,19 +20,25 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from cache.layout import Meta, matching_variants
+import msgspec
+
+from cache.layout import NO_VARY_ID, Meta, matching_variants
 
 __all__ = ["L1", "L1Entry"]
 
-_OVERHEAD = 256   # rough bytes per entry beyond body and header text
+# Rough bytes per entry beyond body and header text. Not counted either: Python's own object
+# overhead and what a caller derives and keeps in `derived` (a Prepared: ~0.7 KiB for a typical response).
+_OVERHEAD = 256
 
 
 class L1Entry:
-    __slots__ = ("meta", "body", "loaded_at", "size")
+    __slots__ = ("meta", "body", "loaded_at", "size", "derived")
 
     def __init__(self, meta: Meta, body: bytes, loaded_at: float) -> None:
-        self.meta, self.body, self.loaded_at = meta, body, loaded_at
+        self.meta = msgspec.structs.replace(meta, headers=tuple(meta.headers))   # read-only from here
+        self.body, self.loaded_at = body, loaded_at
         self.size = len(body) + sum(len(k) + len(v) for k, v in meta.headers) + _OVERHEAD
+        self.derived: tuple[object, ...] | None = None    # see cache.store.Hit.derived
 
 
 class L1:
@@ -49,6 +59,9 @@ class L1:
                 return None
             self._objects.move_to_end(tag)
             variants = dict(variants)
+        plain = variants.get(NO_VARY_ID) if len(variants) == 1 else None
+        if plain is not None and not plain.meta.vary and not plain.meta.secondary_key:
+            return plain     # the only variant varies on nothing: every request selects it (as below)
         wanted = matching_variants((entry.meta.vary for entry in variants.values()), request_headers)
         found = [entry for vid, entry in variants.items() if wanted.get(vid) == entry.meta.secondary_key]
         return max(found, key=lambda entry: entry.meta.stored_at, default=None)

@@ -15,6 +15,7 @@ to INLINE_BODY_BYTES travel inside the record (one key, one round trip).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 
@@ -86,12 +87,28 @@ def decode_names(raw: bytes) -> tuple[str, ...] | None:
 
 
 def tag_of(primary_key: str) -> str:
-    return hashlib.sha1(primary_key.encode("utf-8", "surrogateescape")).hexdigest()
+    """sha1 hex of the primary key; memoised (a hot key is hashed once, not on every hit) for keys
+    up to _MEMO_KEY_CHARS long, so the memo stays under ~3 MiB whatever the requests."""
+    if len(primary_key) <= _MEMO_KEY_CHARS:
+        return _memo_tag(primary_key)
+    return _sha1_hex(primary_key)
+
+
+_MEMO_KEY_CHARS = 512
+
+
+@functools.lru_cache(maxsize=4096)
+def _memo_tag(primary_key: str) -> str:
+    return _sha1_hex(primary_key)
+
+
+def _sha1_hex(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def variant_id(secondary: str) -> str:
     """A short stable id of a secondary key (the one for "no Vary" is a constant)."""
-    return hashlib.sha1(secondary.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return _sha1_hex(secondary)[:20]
 
 
 NO_VARY_ID = variant_id("")

@@ -8,7 +8,10 @@ Cache-Status `detail` parameter and the debug log. Each RFC condition is a named
 section; `DEVIATION:` marks a deliberate departure. One stored response per variant.
 
 Settings and StoredResponse (status, headers, request_time, response_time, secondary_key: the
-fields a store keeps) come from cache.model; freshness and age are computed from them on use.
+fields a store keeps) come from cache.model; freshness and age are computed from them on use, or
+once per stored response by prepare(stored, settings) -> Prepared, which the worker keeps with its
+L1 copy and passes wherever `stored` goes below (cache.prepared). Likewise request_fields(headers)
+reads a request's few fields once, for wherever `request_headers` goes on the reuse path.
 The worker's calls, in the order it meets them:
 
   decide_reuse(method, request_headers, stored | None, settings, now) ->
@@ -51,9 +54,10 @@ from cache.cache_control import Directives, request_directives, response_directi
 from cache.cache_status import cache_status
 from cache.fields import (DELTA_MAX, Headers, field_date, first_value, format_http_date, parse_etag,
                           parse_etag_list, parse_http_date, strong_match, weak_match, without)
-from cache.freshness import (HEURISTIC_STATUSES, current_age, freshness_lifetime, stale_forbidden, stale_window,
-                             time_to_live)
+from cache.freshness import HEURISTIC_STATUSES, current_age, freshness_lifetime, time_to_live
 from cache.model import Settings, StoredResponse
+from cache.prepared import (Prepared, RequestFields, Validators, conditional_headers, prepare, request_fields,
+                            validators_of)
 from cache.ranges import Full, Partial, Unsatisfiable, byte_range
 from cache.vary import field_values, secondary_key, vary_names
 
@@ -62,6 +66,7 @@ __all__ = [
     "Reuse", "Store", "DontStore", "ServeOnce", "NoMatch", "Full", "Partial", "Unsatisfiable",
     "decide_reuse", "decide_store", "freshen", "freshen_head", "invalidations", "conditional_reply",
     "conditional_headers", "byte_range", "with_age", "current_age", "freshness_lifetime", "cache_status",
+    "Prepared", "RequestFields", "prepare", "request_fields",
 ]
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # RFC 9110 §9.2.1
@@ -73,7 +78,7 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "
 _PROXY_FIELDS = frozenset({"proxy-authenticate", "proxy-authentication-info", "proxy-authorization"})
 # Fields describing the stored content's bytes, which a 304 or HEAD response never updates.
 _CONTENT_FRAMING = frozenset({"content-length", "content-encoding", "content-range"})
-_NOT_MODIFIED_FIELDS = frozenset({"cache-control", "content-location", "date", "etag", "expires", "vary"})
+_REUSING_METHODS = ("GET", "HEAD")  # RFC 9111 §4: only GET responses are stored; GET and HEAD use them
 
 
 # --- Intentions -----------------------------------------------------------------------------------
@@ -257,71 +262,99 @@ def _with_date(headers: Headers, response_time: float) -> Headers:
 
 # --- Reuse (RFC 9111 §4) --------------------------------------------------------------------------
 
-def decide_reuse(method: str, request_headers: Headers, stored: StoredResponse | None, settings: Settings,
-                 now: float) -> Reuse:
-    """How to answer a request given the stored response selected for its key (None: nothing stored)."""
-    request = request_directives(request_headers)
+def decide_reuse(method: str, request_headers: Headers | RequestFields, stored: StoredResponse | Prepared | None,
+                 settings: Settings, now: float) -> Reuse:
+    """How to answer a request given the stored response selected for its key (None: nothing stored).
+
+    The request may come as request_fields(...) and the stored response as prepare(...): read once,
+    reused by conditional_reply, byte_range and with_age, and by later hits of the same response.
+    """
+    request = request_fields(request_headers)
+    prepared = None if stored is None else prepare(stored, settings)
+    return _fresh_at_once(method, request, prepared, now) or _decide(method, request, prepared, now)
+
+
+def _fresh_at_once(method: str, request: RequestFields, prepared: Prepared | None, now: float) -> Fresh | None:
+    """The common hit decided in one step; None: let _decide apply every rule.
+
+    Equivalent to _decide: without request directives (no Cache-Control, no Pragma: no-cache) and
+    without If-Match / If-Unmodified-Since, of a response that varies on nothing, _unselectable
+    finds nothing, only-if-cached is absent and _validation_required can only fire on the
+    response's own no-cache; what is left is _judge's test of freshness.
+    """
+    common = (method in _REUSING_METHODS and prepared is not None and prepared.selected_by_all
+              and not prepared.no_cache and not request.directives.values and not _origin_precondition(request))
+    if not common:
+        return None
+    age = prepared.current_age(now)
+    left = prepared.lifetime - age
+    return Fresh(_seconds(age), _seconds(left)) if left > 0 else None
+
+
+def _decide(method: str, request: RequestFields, prepared: Prepared | None, now: float) -> Reuse:
+    """The reuse rules, every one of them."""
     decision: Reuse
-    if method not in ("GET", "HEAD"):
-        decision = Forward("method", "method")  # RFC 9111 §4: only GET responses are stored; GET and HEAD use them
-    elif stored is None:
+    if method not in _REUSING_METHODS:
+        decision = Forward("method", "method")
+    elif prepared is None:
         decision = Forward("uri-miss", "uri-miss")
     else:
-        decision = _unselectable(request_headers, stored) or _judge(request, stored, settings, now)
-    only_if_cached = "only-if-cached" in request  # RFC 9111 §5.2.1.7
+        decision = _unselectable(request, prepared) or _judge(request.directives, prepared, now)
+    only_if_cached = "only-if-cached" in request.directives  # RFC 9111 §5.2.1.7
     if only_if_cached and isinstance(decision, (Forward, Revalidate)):
         return OnlyIfCachedMiss(decision.detail)
     return decision
 
 
-def _unselectable(request_headers: Headers, stored: StoredResponse) -> Forward | None:
-    names = vary_names(stored.headers)
+def _unselectable(request: RequestFields, prepared: Prepared) -> Forward | None:
+    names = prepared.vary
     # RFC 9111 §4.1
-    variant_matches = names is not None and secondary_key(request_headers, names) == stored.secondary_key
+    variant_matches = names is not None and secondary_key(request.headers, names) == prepared.stored.secondary_key
     if not variant_matches:
         return Forward("vary-miss", "vary-miss")
-    origin_precondition = any(field_values(request_headers, name) for name in ("if-match", "if-unmodified-since"))
-    if origin_precondition:
+    if _origin_precondition(request):
         return Forward("bypass", "origin-precondition")  # RFC 9111 §4.3.2: not ours to evaluate
     return None
 
 
-def _judge(request: Directives, stored: StoredResponse, settings: Settings, now: float) -> Reuse:
-    directives, _ = response_directives(stored.headers, settings.targeted_fields)
-    age = current_age(stored, now)
-    left = freshness_lifetime(stored, settings) - age
-    conditional = conditional_headers(stored)
-    required = _validation_required(request, directives, age, left)
+def _origin_precondition(request: RequestFields) -> bool:
+    return bool(request.values("if-match") or request.values("if-unmodified-since"))
+
+
+def _judge(request: Directives, prepared: Prepared, now: float) -> Reuse:
+    age = prepared.current_age(now)
+    left = prepared.lifetime - age
+    required = _validation_required(request, prepared, age, left)
     if required is not None:
-        return Revalidate(conditional, *required)
+        return Revalidate(list(prepared.validators.conditional), *required)
     if left > 0:  # RFC 9111 §4.2: fresh while freshness_lifetime > current_age
         return Fresh(_seconds(age), _seconds(left))
-    return _stale(request, directives, settings, age, -left, conditional)
+    return _stale(request, prepared, age, -left)
 
 
-def _validation_required(request: Directives, directives: Directives, age: float,
+def _validation_required(request: Directives, prepared: Prepared, age: float,
                          left: float) -> tuple[str, str] | None:
     """(fwd, detail) when the stored response may not be used without validation, fresh or not."""
     max_age, min_fresh = request.seconds("max-age"), request.seconds("min-fresh")
     checks = (
         ("no-cache" in request, "request", "request-no-cache"),  # RFC 9111 §5.2.1.4
-        (directives.unqualified("no-cache"), "stale", "no-cache"),  # RFC 9111 §5.2.2.4
+        (prepared.no_cache, "stale", "no-cache"),  # RFC 9111 §5.2.2.4
         (max_age is not None and age > max_age, "request", "request-max-age"),  # RFC 9111 §5.2.1.1
         (min_fresh is not None and 0 < left < min_fresh, "request", "min-fresh"),  # RFC 9111 §5.2.1.3
     )
     return next(((fwd, detail) for required, fwd, detail in checks if required), None)
 
 
-def _stale(request: Directives, directives: Directives, settings: Settings, age: float, staleness: float,
-           conditional: Headers) -> Reuse:
-    if stale_forbidden(directives, settings):  # RFC 9111 §4.2.4
+def _stale(request: Directives, prepared: Prepared, age: float, staleness: float) -> Reuse:
+    conditional = list(prepared.validators.conditional)
+    if prepared.stale_forbidden:  # RFC 9111 §4.2.4
         return Revalidate(conditional, "stale", "must-revalidate", must_revalidate=True)
     if staleness <= _max_stale(request):  # RFC 9111 §5.2.1.2
         return ServeStale(_seconds(age), _seconds(-staleness), "max-stale", None)
-    while_revalidate = stale_window(directives, "stale-while-revalidate", settings.stale_while_revalidate)
+    while_revalidate = prepared.while_revalidate
     if "min-fresh" not in request and 0 < while_revalidate and staleness <= while_revalidate:  # RFC 5861 §3
         return ServeStale(_seconds(age), _seconds(-staleness), "stale-while-revalidate", conditional)
-    if_error = stale_window(directives, "stale-if-error", settings.stale_if_error)
+    if_error = prepared.if_error
     within_if_error = 0 < if_error and staleness <= if_error  # RFC 5861 §4
     return Revalidate(conditional, "stale", "stale", stale_if_error=within_if_error)
 
@@ -340,19 +373,14 @@ def _seconds(value: float) -> int:
     return max(-DELTA_MAX, min(DELTA_MAX, math.floor(value)))
 
 
-def with_age(headers: Headers, age: int) -> Headers:
-    """`headers` with the stored Age replaced by ours (RFC 9111 §5.1, §4: sent on every cached response)."""
-    return [*without(headers, frozenset({"age"})), ("Age", str(max(0, age)))]
+def with_age(headers: Headers | Prepared, age: float) -> Headers:
+    """`headers` (or a prepared response's) with the stored Age replaced by ours (RFC 9111 §5.1, §4:
+    sent on every cached response), in whole seconds (RFC 9111 §1.2.2 delta-seconds)."""
+    kept = headers.without_age if isinstance(headers, Prepared) else without(headers, frozenset({"age"}))
+    return [*kept, ("Age", str(max(0, _seconds(age))))]
 
 
 # --- Validation (RFC 9111 §4.3) -------------------------------------------------------------------
-
-def conditional_headers(stored: StoredResponse) -> Headers:
-    """RFC 9111 §4.3.1: the stored entity-tag as If-None-Match, Last-Modified as If-Modified-Since."""
-    etag, last_modified = first_value(stored.headers, "etag"), first_value(stored.headers, "last-modified")
-    return ([("If-None-Match", etag)] if etag else []) + (
-        [("If-Modified-Since", last_modified)] if last_modified else [])
-
 
 def freshen(stored: StoredResponse, request_headers: Headers, response_headers: Headers, settings: Settings,
             *, request_time: float, response_time: float) -> Store | ServeOnce | NoMatch:
@@ -412,34 +440,27 @@ def _merge(stored_headers: Headers, headers: Headers) -> Headers:
     return [*without(stored_headers, frozenset(replaced)), *updates]
 
 
-def conditional_reply(request_headers: Headers, stored: StoredResponse) -> Headers | None:
+def conditional_reply(request_headers: Headers | RequestFields,
+                      stored: StoredResponse | Prepared) -> Headers | None:
     """The header fields of a 304 answering the client's own conditional GET/HEAD, or None."""
-    preconditions_apply = 200 <= stored.status < 300  # RFC 9110 §13.2.1
-    if not (preconditions_apply and _not_modified(request_headers, stored)):
+    request = request_fields(request_headers)
+    if not (request.values("if-none-match") or request.values("if-modified-since")):
+        return None  # no validator of the client's, so _not_modified would be False
+    validators = stored.validators if isinstance(stored, Prepared) else validators_of(stored)
+    preconditions_apply = 200 <= validators.status < 300  # RFC 9110 §13.2.1
+    if not (preconditions_apply and _not_modified(request, validators)):
         return None
-    # RFC 9110 §15.4.5: the fields a 200 would carry among these; Last-Modified only without ETag.
-    names = _NOT_MODIFIED_FIELDS if field_values(stored.headers, "etag") else _NOT_MODIFIED_FIELDS | {"last-modified"}
-    return [(name, value) for name, value in stored.headers if name.lower() in names]
+    return list(validators.not_modified)
 
 
-def _not_modified(request_headers: Headers, stored: StoredResponse) -> bool:
-    if_none_match = field_values(request_headers, "if-none-match")
+def _not_modified(request: RequestFields, validators: Validators) -> bool:
+    if_none_match = request.values("if-none-match")
     if if_none_match:  # RFC 9110 §13.1.2, weak comparison; If-Modified-Since is then ignored
         tags = parse_etag_list(",".join(if_none_match))
-        etag = parse_etag(first_value(stored.headers, "etag"))
-        return tags is None or any(weak_match(tag, etag) for tag in tags)
-    since = field_values(request_headers, "if-modified-since")
+        return tags is None or any(weak_match(tag, validators.etag) for tag in tags)
+    since = request.values("if-modified-since")
     date = parse_http_date(since[0]) if len(since) == 1 else None  # RFC 9110 §13.1.3: else ignored
-    return date is not None and _modification_time(stored) <= date
-
-
-def _modification_time(stored: StoredResponse) -> float:
-    # RFC 9111 §4.3.2: Last-Modified, else Date, else when the response was received.
-    for name in ("last-modified", "date"):
-        moment = field_date(stored.headers, name)
-        if moment is not None:
-            return moment
-    return stored.response_time
+    return date is not None and validators.modification_time <= date
 
 
 # --- Invalidation (RFC 9111 §4.4) -----------------------------------------------------------------

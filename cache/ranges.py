@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cache.fields import Headers, field_date, first_value, parse_etag, parse_http_date, strong_match
 from cache.model import StoredResponse
-from cache.vary import field_values
+from cache.prepared import Prepared, RequestFields, request_fields, stored_response
 
 __all__ = ["Full", "Partial", "Unsatisfiable", "byte_range"]
 
@@ -44,16 +44,21 @@ class Unsatisfiable:
     headers: Headers
 
 
-def byte_range(method: str, request_headers: Headers, stored: StoredResponse,
+_NO_RANGE = Full("no-range")
+
+
+def byte_range(method: str, request_headers: Headers | RequestFields, stored: StoredResponse | Prepared,
                length: int) -> Full | Partial | Unsatisfiable:
     """How to answer the request's Range from `stored`, whose body is `length` bytes."""
-    values = field_values(request_headers, "range")
+    request = request_fields(request_headers)
+    values = request.values("range")
     if not values:
-        return Full("no-range")
+        return _NO_RANGE
+    stored = stored_response(stored)
     range_applies = method == "GET" and stored.status == 200  # RFC 9110 §14.2
     if not range_applies:
         return Full("range-not-applicable")
-    if not _if_range_holds(request_headers, stored.headers):
+    if not _if_range_holds(request.first("if-range"), stored.headers):
         return Full("if-range-mismatch")  # RFC 9110 §13.1.5: ignore Range
     spec = _single_range(",".join(values))
     if isinstance(spec, str):
@@ -93,9 +98,8 @@ def _resolve(first: int | None, last: int | None, length: int) -> Partial | Unsa
     return Partial(start, end, [("Content-Range", f"bytes {start}-{end}/{length}")])  # RFC 9110 §14.4
 
 
-def _if_range_holds(request_headers: Headers, stored_headers: Headers) -> bool:
+def _if_range_holds(value: str | None, stored_headers: Headers) -> bool:
     """RFC 9110 §13.1.5: an entity-tag must match strongly; a date must equal a strong Last-Modified."""
-    value = first_value(request_headers, "if-range")
     if value is None:
         return True
     if value.startswith(('"', "W/")):

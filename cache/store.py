@@ -6,8 +6,10 @@ Redis is down, slow, full or read-only they return None / False and the worker s
     server = cache.embedded.start(settings.embedded_maxmemory)   # master, before fork, if "embedded"
     store = connect(settings, url)           # in each worker, after fork; None if caching is off
     hit = store.lookup(primary_key, request_headers)          -> Hit | None
-        hit.meta (Meta), hit.body (bytes, or None for a large body), hit.chunks() (iterate the body;
-        may raise IncompleteBody midway for a large body whose chunk vanished: abort the response)
+        hit.meta (Meta: read it, never edit it, replace it), hit.body (bytes, or None for a large
+        body), hit.chunks() (iterate the body; may raise IncompleteBody midway for a large body whose
+        chunk vanished: abort the response), hit.derived(settings, derive) (derive(meta, settings),
+        computed once per L1 copy)
     writer = store.open_writer(primary_key, request_headers, ttl)   # no I/O yet; one thread only
         writer.write(data) -> bool           # False: not storing any more (too big, Redis failed)
         writer.commit(Meta(status=, headers=, request_time=, response_time=, ttl=), now) -> bool
@@ -36,6 +38,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import msgspec
 import redis
@@ -45,7 +48,7 @@ from redis.retry import Retry
 from cache.breaker import Guard, Unavailable
 from cache.collapse import Collapser, Ticket
 from cache.l1 import L1, L1Entry
-from cache.layout import Keys, Meta
+from cache.layout import Keys, Meta, tag_of
 from cache.listener import Listener
 from cache.redis_store import Found, RedisStore
 from cache.settings import CacheSettings
@@ -53,19 +56,39 @@ from cache.writer import Writer
 
 __all__ = ["Hit", "IncompleteBody", "Meta", "Store", "Ticket", "Writer", "connect", "make_client"]
 
+S = TypeVar("S")
+T = TypeVar("T")
+
 
 class IncompleteBody(Exception):
     """A large body lost a chunk while it was being streamed (evicted, replaced, or Redis failed)."""
 
 
 class Hit:
-    """A stored response. `body` is the whole body when it was read at once, else None: use chunks()."""
+    """A stored response. `body` is the whole body when it was read at once, else None: use chunks().
 
-    __slots__ = ("meta", "body", "source", "_rest")
+    `meta` may be the L1's own copy (its headers a tuple): replace it, never edit it."""
+
+    __slots__ = ("meta", "body", "source", "_rest", "_entry", "_derived")
 
     def __init__(self, meta: Meta, body: bytes | None, source: str,
-                 rest: Callable[[], Iterator[bytes]] | None = None) -> None:
-        self.meta, self.body, self.source, self._rest = meta, body, source, rest
+                 rest: Callable[[], Iterator[bytes]] | None = None, entry: L1Entry | None = None) -> None:
+        self.meta, self.body, self.source, self._rest, self._entry = meta, body, source, rest, entry
+        self._derived: tuple[object, ...] | None = None
+
+    def derived(self, settings: S, derive: Callable[[Meta, S], T]) -> T:
+        """derive(meta, settings), computed once per L1 copy of the object and kept with it (later
+        hits of the copy reuse it; it goes when the copy is dropped or replaced), else once per hit.
+        `derive` must be a pure function of its arguments (the cache policy's prepare)."""
+        entry = self._entry if self._entry is not None and self._entry.meta is self.meta else None
+        kept = self._derived if entry is None else entry.derived
+        if kept is None or kept[0] is not self.meta or kept[1] is not derive or kept[2] is not settings:
+            kept = (self.meta, derive, settings, derive(self.meta, settings))
+            if entry is None:
+                self._derived = kept
+            else:
+                entry.derived = kept
+        return kept[3]  # type: ignore[return-value]
 
     def chunks(self) -> Iterator[bytes]:
         """The body in pieces; for a large body may raise IncompleteBody after the first piece."""
@@ -118,15 +141,13 @@ class Store:
 
     def lookup(self, primary_key: str, request_headers: list[tuple[str, str]]) -> Hit | None:
         """The stored variant this request selects, or None (a miss, or Redis unavailable)."""
-        keys = self._redis.keys(primary_key)
-        entry = self._l1.get(keys.tag, request_headers)
+        entry = self._l1.get(tag_of(primary_key), request_headers)
         if entry is not None and self._trusted(entry):
             self.counters["l1_hits"] += 1
-            # a fresh headers list: the caller may edit it, the L1's copy stays as Redis has it
-            return Hit(msgspec.structs.replace(entry.meta, headers=list(entry.meta.headers)), entry.body, "l1")
+            return Hit(entry.meta, entry.body, "l1", entry=entry)   # no copy: the L1's meta is read-only
         epoch = self._l1.epoch                         # before reading Redis: see L1.put
         try:
-            hit = self._from_redis(keys, request_headers, entry, epoch)
+            hit = self._from_redis(self._redis.keys(primary_key), request_headers, entry, epoch)
         except Unavailable:
             self.counters["unavailable"] += 1
             return None

@@ -73,20 +73,20 @@ class CacheFront:
             return self._purge(conn, head, target, record)
         if head.method not in _CACHEABLE_METHODS:
             return self._unsafe(conn, head, target, record)
-        key = target.uri
-        hit = self.store.lookup(key, head.headers)
-        decision = policy.decide_reuse(head.method, head.headers, hit.meta if hit else None,
-                                       self.settings, time.time())
+        hit = self.store.lookup(target.uri, head.headers)
+        request = policy.request_fields(head.headers)       # read once for every policy call below
+        stored = hit.derived(self.settings, policy.prepare) if hit else None    # once per L1 copy
+        decision = policy.decide_reuse(head.method, request, stored, self.settings, time.time())
         match decision:
             case Fresh(age=age, ttl=ttl):
                 self._count(conn, "cache_hit", record, "hit")
-                return self._serve_hit(conn, head, hit, age, record, self._status(hit=True, ttl=ttl))
+                return self._serve_hit(conn, head, hit, age, record, self._status(hit=True, ttl=ttl), request)
             case ServeStale(age=age, ttl=ttl, detail=detail, revalidate=revalidate):
                 self._count(conn, "cache_stale", record, "stale")
                 if revalidate is not None:
                     self._refresh_later(conn.upstream_headers(head, target), head, target, hit, revalidate)
                 return self._serve_hit(conn, head, hit, age, record,
-                                       self._status(hit=True, ttl=ttl, detail=detail))
+                                       self._status(hit=True, ttl=ttl, detail=detail), request)
             case Revalidate():
                 return self._revalidate(conn, head, target, record, hit, decision)
             case Forward(fwd=fwd, detail=detail):
@@ -99,14 +99,19 @@ class CacheFront:
 
     # -- hits -----------------------------------------------------------------------------------
     def _serve_hit(self, conn: ClientConnection, head: RequestHead, hit: Hit, age: float,
-                   record: Record, cache_status: str) -> bool:
-        meta = hit.meta
-        not_modified = policy.conditional_reply(head.headers, meta)
+                   record: Record, cache_status: str, request: policy.RequestFields | None = None) -> bool:
+        """Send `hit` (or a 304 or a part of it); `request`: the head's fields, if read already."""
+        request = policy.request_fields(head.headers if request is None else request)
+        stored = hit.derived(self.settings, policy.prepare)
+        not_modified = policy.conditional_reply(request, stored)
         if not_modified is not None:                        # RFC 9110 §13.1: the client's own validators
-            headers = policy.with_age(not_modified, age) + [("Cache-Status", cache_status)]
+            headers = policy.with_age(not_modified, age)
+            headers.append(("Cache-Status", cache_status))
             return conn.send_stored(head, record, 304, headers, (), 0)
-        headers = policy.with_age(meta.headers, age) + [("Cache-Status", cache_status)]
-        part = policy.byte_range(head.method, head.headers, meta, meta.body_length)
+        headers = policy.with_age(stored, age)
+        headers.append(("Cache-Status", cache_status))
+        meta = hit.meta
+        part = policy.byte_range(head.method, request, stored, meta.body_length)
         match part:
             case Full():
                 return conn.send_stored(head, record, meta.status, headers, hit.chunks(), meta.body_length)

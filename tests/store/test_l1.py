@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from cache.l1 import L1
 from cache.layout import Keys, Meta, variant_id
 from cache.vary import secondary_key
@@ -158,12 +160,40 @@ def test_l1_keys_are_the_hash_tags(make_store):
     assert store._l1.get(Keys("pp", KEY).tag, []).body == b"v1"
 
 
-def test_editing_a_hits_headers_does_not_change_the_l1_copy(make_store):
+def test_a_hit_cannot_edit_the_l1_copy(make_store):
+    """An L1 hit shares the L1's meta (no copy per hit): its headers are a tuple, so an edit fails
+    instead of changing the copy; a Redis hit's headers are its own list."""
     store = make_store(listen=True)
     put(store, KEY, b"v1")
-    store.lookup(KEY, [])
-    store.lookup(KEY, []).meta.headers.append(("age", "5"))
-    assert store.lookup(KEY, []).meta.headers == [("content-type", "text/plain")]
+    store.lookup(KEY, []).meta.headers.append(("age", "5"))      # from Redis: the caller's own list
+    with pytest.raises(AttributeError):
+        store.lookup(KEY, []).meta.headers.append(("age", "5"))
+    assert store.lookup(KEY, []).meta.headers == (("content-type", "text/plain"),)
+
+
+def test_what_a_hit_derives_is_kept_with_the_l1_copy(make_store):
+    store = make_store(listen=True)
+    put(store, KEY, b"v1")
+    calls: list[Meta] = []
+
+    def derive(meta: Meta, settings: object) -> tuple[int, object]:
+        calls.append(meta)
+        return len(calls), settings
+
+    settings = object()
+    hit = store.lookup(KEY, [])
+    assert hit.derived(settings, derive) == (1, settings) == hit.derived(settings, derive)  # from Redis
+    assert store.lookup(KEY, []).derived(settings, derive) == (2, settings)   # from the L1: kept with it
+    assert store.lookup(KEY, []).derived(settings, derive) == (2, settings)
+    other = object()
+    assert store.lookup(KEY, []).derived(other, derive) == (3, other)         # other settings: derived anew
+    hit = store.lookup(KEY, [])
+    hit.meta = Meta(status=200, headers=[], request_time=0, response_time=0, ttl=1)
+    assert hit.derived(other, derive) == (4, other) and calls[-1] is hit.meta  # a replaced meta: its own
+    put(store, KEY, b"v2")                                                      # replaced: the copy goes
+    assert store.lookup(KEY, []).source == "redis"
+    assert store.lookup(KEY, []).derived(other, derive) == (5, other)
+    assert store.lookup(KEY, []).derived(other, derive) == (5, other)
 
 
 def test_concurrent_use_keeps_the_byte_count_exact(clock):

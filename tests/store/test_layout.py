@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import msgspec
+import pytest
 
-from cache.layout import Keys, Meta, decode_names, decode_record, encode_names, encode_record
+from cache.layout import Keys, Meta, decode_names, decode_record, encode_names, encode_record, tag_of
 
 META = Meta(status=200, headers=[("a", "b")], request_time=1.0, response_time=2.0, ttl=60.0,
             body_length=3, body_id="id", chunks=0)
@@ -17,6 +19,13 @@ def test_every_key_of_an_object_shares_one_hash_tag():
     names = [keys.index, keys.lock, keys.meta("v"), keys.chunk("b", 0)]
     tags = {re.search(r"\{([^}]*)\}", name).group(1) for name in names}   # what Redis Cluster hashes
     assert tags == {keys.tag} and len(keys.tag) == 40
+
+
+@pytest.mark.parametrize("key", ["http://example.test/x", "http://example.test/" + "x" * 600, "http://é.test/\udcff"],
+                         ids=["short: memoised", "long: hashed each time", "surrogate-escaped"])
+def test_a_tag_is_the_sha1_of_the_primary_key(key):
+    expected = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+    assert tag_of(key) == expected == tag_of(key) == Keys("pp", key).tag
 
 
 def test_a_record_round_trips():
