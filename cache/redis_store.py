@@ -31,9 +31,19 @@ from cache.breaker import Guard, Unavailable
 from cache.layout import (NO_VARY_ID, Keys, Meta, Record, decode_names, decode_record, encode_names,
                           encode_record, matching_variants, variant_id)
 
-__all__ = ["Found", "RedisStore", "INFO_FIELDS"]
+__all__ = ["Found", "RedisStore", "INFO_FIELDS", "VARY_MISS"]
 
 INFO_FIELDS = ("redis_version", "used_memory", "maxmemory", "maxmemory_policy", "evicted_keys")
+
+
+class _VaryMiss:
+    """read_meta's answer when variants of the URL are stored but none is this request's."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+VARY_MISS = _VaryMiss()
 
 
 class Found(NamedTuple):
@@ -74,6 +84,8 @@ class RedisStore:
         wanted = matching_variants((names for names in listed.values() if names is not None), request_headers)
         present = [vid for vid in wanted if vid in listed]
         raws = {NO_VARY_ID: plain} if NO_VARY_ID in present else {}
+        if not present and listed:
+            return VARY_MISS                    # variants exist, none with this request's values
         rest = [vid for vid in present if vid not in raws]
         if rest:
             values = self.guard.read(lambda: self.client.mget([keys.meta(vid) for vid in rest]))
@@ -81,7 +93,9 @@ class RedisStore:
         return self._select(keys, raws, wanted)
 
     def _select(self, keys: Keys, raws: dict[str, bytes | None], wanted: dict[str, str]) -> Found | None:
+        """The selected variant; None if nothing is stored, VARY_MISS if only other variants are."""
         found: list[Found] = []
+        others = False
         for vid, raw in raws.items():
             if raw is None:
                 continue                        # expired; its index entry goes with the index's TTL
@@ -90,8 +104,10 @@ class RedisStore:
                 self._forget_corrupt(keys, vid, raw)
             elif record.meta.secondary_key == wanted[vid]:
                 found.append(Found(vid, raw, record))
+            else:
+                others = True
         # RFC 9111 §4.1: of several selected responses, use the most recent one.
-        return max(found, key=lambda item: item.record.meta.stored_at, default=None)
+        return max(found, key=lambda item: item.record.meta.stored_at, default=VARY_MISS if others else None)
 
     def _forget_corrupt(self, keys: Keys, vid: str, raw: bytes) -> None:
         try:

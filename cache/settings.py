@@ -41,7 +41,7 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     cdn_cache_control: str = "CDN-Cache-Control"  # RFC 9213 targeted field, reverse mode only ("" = off)
     stale_while_revalidate: float = 0.0     # RFC 5861 windows for responses that name none
     stale_if_error: float = 0.0
-    keep: float = 0.0                       # stale responses with validators stay this long for revalidation
+    keep: float = 600.0                     # stale responses with validators stay this long for revalidation
     purge_allow: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
 
     def __post_init__(self) -> None:

@@ -50,11 +50,11 @@ from cache.collapse import Collapser, Ticket
 from cache.l1 import L1, L1Entry
 from cache.layout import Keys, Meta, tag_of
 from cache.listener import Listener
-from cache.redis_store import Found, RedisStore
+from cache.redis_store import VARY_MISS, Found, RedisStore
 from cache.settings import CacheSettings
 from cache.writer import Writer
 
-__all__ = ["Hit", "IncompleteBody", "Meta", "Store", "Ticket", "Writer", "connect", "make_client"]
+__all__ = ["VARY_MISS", "Hit", "IncompleteBody", "Meta", "Store", "Ticket", "Writer", "connect", "make_client"]
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -140,7 +140,8 @@ class Store:
     # -- reading
 
     def lookup(self, primary_key: str, request_headers: list[tuple[str, str]]) -> Hit | None:
-        """The stored variant this request selects, or None (a miss, or Redis unavailable)."""
+        """The stored variant this request selects, or a false value: VARY_MISS when only other
+        variants of the URL are stored, None otherwise (a miss, or Redis unavailable)."""
         entry = self._l1.get(tag_of(primary_key), request_headers)
         if entry is not None and self._trusted(entry):
             self.counters["l1_hits"] += 1
@@ -160,8 +161,8 @@ class Store:
     def _from_redis(self, keys: Keys, request_headers: list[tuple[str, str]],
                     entry: L1Entry | None, epoch: int) -> Hit | None:
         found = self._redis.read_meta(keys, request_headers)
-        if found is None:
-            return None
+        if not found:
+            return VARY_MISS if found is VARY_MISS else None
         meta, inline = found.record.meta, found.record.inline
         if entry is not None and entry.meta.body_id == meta.body_id:
             body = entry.body                          # the L1 body is still current: no transfer

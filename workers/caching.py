@@ -20,6 +20,7 @@ import msgspec
 
 from cache import policy
 from cache.layout import Meta
+from cache.store import VARY_MISS
 from cache.policy import (DontStore, Forward, Fresh, Full, NoMatch, OnlyIfCachedMiss, Partial,
                           Revalidate, ServeOnce, ServeStale, Store, Unsatisfiable)
 
@@ -90,6 +91,8 @@ class CacheFront:
             case Revalidate():
                 return self._revalidate(conn, head, target, record, hit, decision)
             case Forward(fwd=fwd, detail=detail):
+                if hit is VARY_MISS and fwd == "uri-miss":
+                    fwd = "vary-miss"                  # RFC 9211 §2.2: other variants are stored
                 return self._miss(conn, head, target, record, self._fwd(fwd), detail)
             case OnlyIfCachedMiss(detail=detail):
                 self._count(conn, "cache_miss", record, "miss")
@@ -140,7 +143,8 @@ class CacheFront:
         hit = self.store.lookup(target.uri, head.headers)
         if hit is None:
             return None
-        decision = policy.decide_reuse(head.method, head.headers, hit.meta, self.settings, time.time())
+        stored = hit.derived(self.settings, policy.prepare)
+        decision = policy.decide_reuse(head.method, head.headers, stored, self.settings, time.time())
         if not isinstance(decision, Fresh):
             return None
         self._count(conn, "cache_hit", record, "hit")
@@ -155,19 +159,18 @@ class CacheFront:
 
     def _relay_and_store(self, conn, head, target, record, fetched: Fetched, fwd: str, detail: str) -> bool:
         response = fetched.response
-        stored_headers = end_to_end(response.headers)
-        decision = policy.decide_store(head.method, head.headers, response.status, stored_headers,
-                                       self.settings, request_time=fetched.request_time,
-                                       response_time=fetched.response_time)
+        decision = self._decide_store(head, response, fetched.request_time, fetched.response_time)
         tee = None
         if isinstance(decision, Store):
-            meta = Meta(status=response.status, headers=stored_headers,
+            # The policy's headers, not the origin's: fields named by private="..." and
+            # no-cache="..." are left out, and a Date is added when the origin sent none.
+            meta = Meta(status=response.status, headers=list(decision.response.headers),
                         request_time=fetched.request_time, response_time=fetched.response_time,
                         ttl=decision.ttl)
             tee = _Writer(self.store.open_writer(target.uri, head.headers, decision.ttl), meta)
             self._count(conn, "cache_miss", record, "miss")
         else:
-            detail = detail if isinstance(decision, Store) else decision.detail
+            detail = decision.detail
             self._count(conn, "cache_uncacheable" if fwd != "bypass" else "cache_bypass", record,
                         "uncacheable" if fwd != "bypass" else "bypass")
         status = self._status(fwd=fwd, fwd_status=response.status, stored=tee is not None,
@@ -177,6 +180,15 @@ class CacheFront:
         finally:
             if tee is not None and not tee.committed:
                 tee.writer.abort()
+
+    def _decide_store(self, head: RequestHead, response: ResponseHead, request_time: float,
+                      response_time: float):
+        length = response.content_length
+        if length is not None and length > self.store.settings.max_object_bytes:
+            return DontStore("too-large", "cache.max_object_bytes")
+        return policy.decide_store(head.method, head.headers, response.status,
+                                   end_to_end(response.headers), self.settings,
+                                   request_time=request_time, response_time=response_time)
 
     # -- validation -----------------------------------------------------------------------------
     def _revalidate(self, conn, head, target, record, hit: Hit, decision: Revalidate) -> bool:
@@ -201,11 +213,13 @@ class CacheFront:
         match result:
             case Store(response=fresh, ttl=ttl):
                 meta = _replace_meta(hit.meta, fresh, ttl)
-                self.store.update_meta(target.uri, meta, time.time())
+                stored = self.store.update_meta(target.uri, meta, time.time()) or \
+                    self._store_again(target, head, hit, meta)
                 hit.meta = meta
             case ServeOnce(response=fresh, drop=drop):
                 if drop:
                     self.store.purge(target.uri)
+                stored = False
                 hit.meta = _replace_meta(hit.meta, fresh, hit.meta.ttl)
             case NoMatch(detail=detail):
                 return self._fetch_and_store(conn, head, target, record, "stale", detail)
@@ -213,8 +227,19 @@ class CacheFront:
                 assert_never(result)
         self._count(conn, "cache_revalidated", record, "revalidated")
         age = policy.current_age(hit.meta, time.time())
-        status = self._status(fwd=self._fwd(decision.fwd), fwd_status=304, stored=True)
+        status = self._status(fwd=self._fwd(decision.fwd), fwd_status=304, stored=stored)
         return self._serve_hit(conn, head, hit, age, record, status)
+
+    def _store_again(self, target: Route, head: RequestHead, hit: Hit, meta: Meta) -> bool:
+        """The entry left Redis while only our L1 kept it (its TTL ran out): write it anew."""
+        if hit.body is None:
+            return False
+        writer = self.store.open_writer(target.uri, head.headers, meta.ttl)
+        try:
+            writer.write(hit.body)
+            return writer.commit(_fresh_meta(meta), time.time())
+        finally:
+            writer.abort()
 
     def _origin_failed(self, conn, head, record, hit: Hit, decision: Revalidate, error: ProxyError) -> bool:
         if decision.stale_if_error:                           # RFC 5861 §4
@@ -267,28 +292,28 @@ class CacheFront:
                 self.store.update_meta(target.uri, _replace_meta(hit.meta, result.response, result.ttl),
                                        time.time())
             return
-        stored_headers = end_to_end(response.headers)
-        decision = policy.decide_store("GET", head.headers, response.status, stored_headers,
-                                       self.settings, request_time=request_time, response_time=response_time)
+        decision = self._decide_store(head, response, request_time, response_time)
         if isinstance(decision, Store) and body is not None:
             writer = self.store.open_writer(target.uri, head.headers, decision.ttl)
             try:
                 writer.write(body)
-                writer.commit(Meta(status=response.status, headers=stored_headers, request_time=request_time,
-                                   response_time=response_time, ttl=decision.ttl), time.time())
+                writer.commit(Meta(status=response.status, headers=list(decision.response.headers),
+                                   request_time=request_time, response_time=response_time,
+                                   ttl=decision.ttl), time.time())
             finally:
                 writer.abort()
 
     # -- unsafe methods and PURGE -------------------------------------------------------------------
     def _unsafe(self, conn, head, target, record) -> bool:
         self._count(conn, "cache_bypass", record, "bypass")
-        keep, response = conn.forward(head, target, record,
-                                      [("Cache-Status", self._status(fwd="method"))])
+        fetched = conn.fetch(head, target, record)
+        response = fetched.response
         if head.method not in _SAFE_METHODS:                   # RFC 9111 §4.4
+            # before the client sees the response, so its next request cannot get the old copy
             for uri in policy.invalidations(head.method, target.uri, response.status,
                                             end_to_end(response.headers)):
                 self.store.invalidate(uri)
-        return keep
+        return conn.relay(head, fetched, record, [("Cache-Status", self._status(fwd="method"))])
 
     def _purge(self, conn, head, target, record) -> bool:
         if not self.purge_allowed(conn.client_ip):
@@ -326,6 +351,12 @@ def _slice(hit: Hit, start: int, end: int):
         offset += len(piece)
         if offset > end:
             return
+
+
+def _fresh_meta(meta: Meta) -> Meta:
+    """Only the caller's fields: the writer fills in the body's."""
+    return Meta(status=meta.status, headers=list(meta.headers), request_time=meta.request_time,
+                response_time=meta.response_time, ttl=meta.ttl)
 
 
 def _replace_meta(meta: Meta, fresh: policy.StoredResponse, ttl: float) -> Meta:

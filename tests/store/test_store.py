@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from cache.layout import NO_VARY_ID, Keys, decode_record, variant_id
-from cache.store import IncompleteBody, Store
+from cache.store import VARY_MISS, IncompleteBody, Store
 from cache.vary import secondary_key
 
 from .helpers import body_of, meta, put, small
