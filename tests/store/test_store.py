@@ -115,7 +115,7 @@ def test_variants_are_selected_by_the_vary_index(make_store):
     assert store.lookup(KEY, GZIP).body == b"gzip body"
     assert store.lookup(KEY, BR).body == b"br body"
     assert store.lookup(KEY, [("accept-encoding", "zstd")]) is VARY_MISS   # only other variants
-    assert store.lookup(KEY, []) is None
+    assert store.lookup(KEY, []) is VARY_MISS   # absent is a value of its own (RFC 9111 §4.1)
     hit = store.lookup(KEY, [("Accept-Encoding", "gzip")])
     assert hit.meta.vary == ("accept-encoding",)
     assert hit.meta.secondary_key == secondary_key(GZIP, ("accept-encoding",))
