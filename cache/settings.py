@@ -42,6 +42,7 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     stale_while_revalidate: float = 0.0     # RFC 5861 windows for responses that name none
     stale_if_error: float = 0.0
     keep: float = 600.0                     # stale responses with validators stay this long for revalidation
+    hit_for_miss: float = 120.0             # an uncacheable URL is fetched straight this long (0 = off)
     purge_allow: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
 
     def __post_init__(self) -> None:
@@ -57,7 +58,7 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         if not 1024 <= self.chunk_bytes <= 64 * _MiB:
             raise ValueError(f"`chunk_bytes`: must be between 1024 and {64 * _MiB}, got {self.chunk_bytes}")
         self._positive("heuristic_fraction", "heuristic_max", "stale_while_revalidate",
-                       "stale_if_error", "keep", allow_zero=True)
+                       "stale_if_error", "keep", "hit_for_miss", allow_zero=True)
         if self.heuristic_fraction > 1:
             raise ValueError(f"`heuristic_fraction`: must be <= 1, got {self.heuristic_fraction}")
         for network in self.purge_allow:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, assert_never
@@ -67,6 +68,7 @@ class CacheFront:
         self.purge_allowed = purge_allowed
         self._refreshing: set[str] = set()
         self._refresh_lock = threading.Lock()
+        self.passes = _PassList(store.settings.hit_for_miss)
 
     # -- entry point --------------------------------------------------------------------------
     def handle(self, conn: ClientConnection, head: RequestHead, target: Route, record: Record) -> bool:
@@ -74,6 +76,9 @@ class CacheFront:
             return self._purge(conn, head, target, record)
         if head.method not in _CACHEABLE_METHODS:
             return self._unsafe(conn, head, target, record)
+        if self.passes.holds(target.uri) and head.method == "GET":
+            # hit-for-miss: known uncacheable, so no lookup and no collapsing lock
+            return self._fetch_and_store(conn, head, target, record, "uri-miss", "hit-for-miss")
         hit = self.store.lookup(target.uri, head.headers)
         request = policy.request_fields(head.headers)       # read once for every policy call below
         stored = hit.derived(self.settings, policy.prepare) if hit else None    # once per L1 copy
@@ -141,7 +146,7 @@ class CacheFront:
     def _serve_collapsed(self, conn, head, target, record) -> bool | None:
         """After waiting on another fetch of the key: serve what it stored, if usable now."""
         hit = self.store.lookup(target.uri, head.headers)
-        if hit is None:
+        if not hit:                                         # None or VARY_MISS
             return None
         stored = hit.derived(self.settings, policy.prepare)
         decision = policy.decide_reuse(head.method, head.headers, stored, self.settings, time.time())
@@ -160,6 +165,7 @@ class CacheFront:
     def _relay_and_store(self, conn, head, target, record, fetched: Fetched, fwd: str, detail: str) -> bool:
         response = fetched.response
         decision = self._decide_store(head, response, fetched.request_time, fetched.response_time)
+        self.passes.learn(target.uri, decision)
         tee = None
         if isinstance(decision, Store):
             # The policy's headers, not the origin's: fields named by private="..." and
@@ -334,6 +340,38 @@ class CacheFront:
     def _count(conn: ClientConnection, counter: str, record: Record, label: str) -> None:
         conn.row.add(counter)
         record.cache = label
+
+
+# Refusals that say something about the request, not about what the URL's responses are like.
+_REQUEST_DRIVEN = frozenset(("head", "method", "request-no-store", "authorization",
+                             "status-not-final", "partial", "not-modified"))
+
+
+class _PassList:
+    """Varnish's hit-for-miss: URLs whose last response could not be stored are fetched straight
+    for `ttl` seconds, with no Redis lookup and no collapsing lock (which would serialise them).
+    Each response is still judged, so the first storable one ends the pass at once."""
+
+    def __init__(self, ttl: float, size: int = 8192) -> None:
+        self.ttl, self.size = ttl, size
+        self._until: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def holds(self, key: str) -> bool:
+        until = self._until.get(key)
+        return until is not None and until > time.monotonic()
+
+    def learn(self, key: str, decision) -> None:
+        if isinstance(decision, Store):
+            if key in self._until:
+                with self._lock:
+                    self._until.pop(key, None)
+        elif self.ttl and decision.detail not in _REQUEST_DRIVEN:
+            with self._lock:
+                self._until[key] = time.monotonic() + self.ttl
+                self._until.move_to_end(key)
+                if len(self._until) > self.size:
+                    self._until.popitem(last=False)
 
 
 def _merge(headers: list[tuple[str, str]], extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
