@@ -155,6 +155,14 @@ class Store:
         self.counters["redis_hits" if hit else "misses"] += 1
         return hit
 
+    def lookup_l1(self, primary_key: str, request_headers: list[tuple[str, str]]) -> Hit | None:
+        """The L1's copy if it holds a trusted one, else None: never a network round trip."""
+        entry = self._l1.get(tag_of(primary_key), request_headers)
+        if entry is not None and self._trusted(entry):
+            self.counters["l1_hits"] += 1
+            return Hit(entry.meta, entry.body, "l1", entry=entry)
+        return None
+
     def _trusted(self, entry: L1Entry) -> bool:
         return self._listening and self._clock() - entry.loaded_at < self.settings.l1_ttl
 

@@ -322,7 +322,7 @@ class Master:
 
     def spawn_worker(self) -> WorkerHandle:
         config = self.config
-        slot = Slot(config.server.threads)
+        slot = Slot(config.server.threads + 1)   # a row per handler thread, one for the main thread
         slot.set("generation", self.generation)
         spec = WorkerSpec(server=config.server, upstream=config.upstream, limits=config.limits,
                           log=config.log, listeners=tuple(self.listeners.values()), slot=slot,

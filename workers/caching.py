@@ -105,6 +105,24 @@ class CacheFront:
             case _:
                 assert_never(decision)
 
+    def serve_l1(self, conn: ClientConnection, head: RequestHead, target: Route,
+                 record: Record) -> bool | None:
+        """The main thread's fast path: a fresh hit held in this worker's L1, answered with no
+        I/O wait; None (nothing sent) when the request needs more (Redis, the origin)."""
+        if self.passes.holds(target.uri):
+            return None
+        hit = self.store.lookup_l1(target.uri, head.headers)
+        if hit is None:
+            return None
+        request = policy.request_fields(head.headers)
+        stored = hit.derived(self.settings, policy.prepare)
+        decision = policy.decide_reuse(head.method, request, stored, self.settings, time.time())
+        if not isinstance(decision, Fresh):
+            return None
+        self._count(conn, "cache_hit", record, "hit")
+        return self._serve_hit(conn, head, hit, decision.age, record,
+                               self._status(hit=True, ttl=decision.ttl), request)
+
     # -- hits -----------------------------------------------------------------------------------
     def _serve_hit(self, conn: ClientConnection, head: RequestHead, hit: Hit, age: float,
                    record: Record, cache_status: str, request: policy.RequestFields | None = None) -> bool:

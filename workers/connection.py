@@ -91,6 +91,9 @@ class _Abort(Exception):
     """The response head was sent and the exchange failed: cut the connection."""
 
 
+PARK, DISPATCH, CLOSE = "park", "dispatch", "close"   # what serve_inline() asks of the main thread
+
+
 class ClientConnection:
     """A client connection's state; served in turns by handler threads, parked in between.
 
@@ -110,6 +113,10 @@ class ClientConnection:
         self.idle_since = time.monotonic()
         self.counted = False
         self.row: Row | None = None
+        self.inline = False          # being served by the main thread: never block
+        self.unsent = b""            # what a non-blocking send could not write yet
+        self.deferred: ProxyError | None = None
+        self.hot = False             # the last request was a hit: park at once after it
         self._body_done = True       # the current request's body has been read to its end
 
     @property
@@ -136,9 +143,13 @@ class ClientConnection:
             self.counted = True
             row.add("connections")          # once, by the first thread that serves it
         try:
+            self._flush_unsent()
             while True:
                 record = Record(self.client_ip)
                 try:
+                    if self.deferred is not None:      # found by the main thread's read
+                        error, self.deferred = self.deferred, None
+                        raise error
                     head = self._next_head()
                 except ProxyError as error:
                     return self._fail_early(error, record)
@@ -155,6 +166,79 @@ class ClientConnection:
         except OSError:
             pass
 
+    # -- the main thread's fast path ----------------------------------------------------------
+    def serve_inline(self, row: Row) -> str:
+        """The worker's main thread saw this parked connection become readable: read what is
+        there without blocking and answer fresh hits held in the L1 on the spot, with no thread
+        hand-off and no I/O wait. Returns PARK (wait for more bytes), DISPATCH (a handler thread
+        takes over, with what was read) or CLOSE."""
+        self.row, self.inline = row, True
+        try:
+            return self._inline(row)
+        except _ClientGone:
+            return CLOSE
+        finally:
+            self.inline = False
+
+    def _inline(self, row: Row) -> str:
+        self.sock.settimeout(0.0)
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return PARK
+        except OSError:
+            return CLOSE
+        if not data:
+            return CLOSE
+        if not self.head_deadline:
+            self.head_deadline = time.monotonic() + self.ctx.limits.header_timeout
+        try:
+            self._feed(data)
+        except ProxyError as error:
+            self.deferred = error
+            return DISPATCH
+        while self.pending:
+            keep = self._serve_fast(self.pending[0])
+            if keep is None:
+                return DISPATCH
+            if not keep:
+                return CLOSE
+            if self.unsent:
+                return DISPATCH                  # a handler thread finishes the sending
+        self.head_deadline = time.monotonic() + self.ctx.limits.header_timeout if self.reader.in_head else 0.0
+        return PARK
+
+    def _serve_fast(self, head) -> bool | None:
+        """One request answered from the L1 (True/False: keep the connection), or None: not
+        something the main thread may answer (anything that could wait on I/O)."""
+        ctx = self.ctx
+        if not isinstance(head, RequestHead) or head.method not in ("GET", "HEAD") or head.has_body \
+                or ctx.cache is None or ctx.stopping or (ctx.access is not None and ctx.access.auth):
+            return None
+        try:
+            self._check_request(head)
+            target = route(head, ctx.origin, ctx.forward_proxy, ctx.server_names)
+            self._check_route(head, target)
+        except ProxyError:
+            return None                          # a handler thread answers it
+        if target.kind not in ("forward", "reverse"):
+            return None
+        started, record = time.monotonic(), Record(self.client_ip, started=time.time())
+        self._describe(head, record)
+        keep = ctx.cache.serve_l1(self, head, target, record)
+        if keep is None:
+            return None
+        self.pending.popleft()
+        if self.pending and self.pending[0] is END:
+            self.pending.popleft()
+        record.duration = time.monotonic() - started
+        self.row.end(record.duration)
+        ctx.access_log.log(record)
+        self.served += 1
+        self.idle_since = time.monotonic()
+        self.head_deadline = 0.0
+        return keep
+
     def _serve(self, head: RequestHead, record: Record) -> bool:
         started = time.monotonic()
         record.started = time.time()
@@ -167,6 +251,7 @@ class ClientConnection:
             self.ctx.access_log.log(record)
             self.served += 1
             self.idle_since = time.monotonic()
+            self.hot = record.cache == "hit"
         # A response that promised keep-alive is honoured even if a stop began meanwhile: the
         # client may already be sending its next request, which gets `Connection: close`.
         return keep
@@ -208,14 +293,14 @@ class ClientConnection:
         now = time.monotonic()
         if self.head_deadline and now >= self.head_deadline:
             raise RequestTimeout("request head not received in time")
-        linger = self.ctx.stop_grace if self.ctx.stopping else self.ctx.linger
-        wait = min(linger, self.deadline - now)
-        if wait <= 0:
+        if now >= self.deadline:
             raise _ClientGone()            # idle past the keep-alive timeout
-        self.sock.settimeout(wait)
+        # After a hit, park at once: the main thread answers the next hit without a hand-off.
+        linger = self.ctx.stop_grace if self.ctx.stopping else 0.0 if self.hot else self.ctx.linger
+        self.sock.settimeout(min(linger, self.deadline - now))
         try:
             data = self.sock.recv(RECV_SIZE)
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError):
             return None
         except OSError:
             raise _ClientGone() from None
@@ -265,10 +350,14 @@ class ClientConnection:
                 raise RequestTimeout(f"request body slower than {limits.body_min_rate} bytes/s")
 
     # -- one exchange ---------------------------------------------------------------------
-    def _exchange(self, head: RequestHead, record: Record) -> bool:
+    @staticmethod
+    def _describe(head: RequestHead, record: Record) -> None:
         record.method, record.target, record.version = head.method, head.target, head.version
         record.referer = header_value(head.headers, "referer") or "-"
         record.user_agent = header_value(head.headers, "user-agent") or "-"
+
+    def _exchange(self, head: RequestHead, record: Record) -> bool:
+        self._describe(head, record)
         try:
             return self._dispatch(head, record)
         except ProxyError as error:
@@ -566,11 +655,32 @@ class ClientConnection:
         self._send_client_parts([data])
 
     def _send_client_parts(self, parts: list[bytes]) -> None:
+        if self.inline:
+            self._send_nowait(parts)
+            return
         try:
             self.sock.settimeout(self.ctx.send_timeout)
             _sendmsg_all(self.sock, parts)
         except OSError:
             raise _ClientGone() from None
+
+    def _send_nowait(self, parts: list[bytes]) -> None:
+        """Main thread: write what the socket takes now; keep the rest for a handler thread."""
+        data = self.unsent + b"".join(parts)
+        sent = 0
+        if not self.unsent:
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                raise _ClientGone() from None
+        self.unsent = data[sent:]
+
+    def _flush_unsent(self) -> None:
+        if self.unsent:
+            data, self.unsent = self.unsent, b""
+            self._send_client(data)
 
     def _send_simple(self, record: Record, status: int, headers: list[tuple[str, str]],
                      body: bytes, keep: bool) -> bool:

@@ -36,7 +36,7 @@ from cache.store import connect as connect_store
 
 from .accesslog import AccessLog
 from .caching import CacheFront
-from .connection import ClientConnection, Context
+from .connection import DISPATCH, PARK, ClientConnection, Context
 from .scoreboard import Slot
 from .settings import Access, Limits, Log, Server, Upstream
 from .upstream import Pool
@@ -90,6 +90,7 @@ class _Worker:
         self.selector = selectors.DefaultSelector()
         self.accepting = False
         self.threads: list[threading.Thread] = []
+        self.inline_row = spec.slot.row(spec.server.threads)   # the main thread's own row
         self._wake_r, self._wake_w = os.pipe()
         jitter = random.randint(0, spec.server.max_requests_jitter) if spec.server.max_requests else 0
         self.max_requests = spec.server.max_requests + jitter if spec.server.max_requests else 0
@@ -164,7 +165,7 @@ class _Worker:
                 elif key.data is _WAKE:
                     _drain(self._wake_r)
                 else:
-                    self._dispatch(key.data)
+                    self._on_readable(key.data)
             now = time.monotonic()
             self._expire_parked(now)
             self.slot.set("idle_connections", len(self.parked))
@@ -207,6 +208,19 @@ class _Worker:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = ClientConnection(sock, address[0], self.ctx)
         self._dispatch(conn)          # a new connection usually has its request on the way
+
+    def _on_readable(self, conn: ClientConnection) -> None:
+        """A parked connection has bytes: answer L1 hits here, hand anything else to a thread."""
+        if self.ctx.cache is None:
+            self._dispatch(conn)
+            return
+        outcome = conn.serve_inline(self.inline_row)
+        if outcome == PARK:
+            self.parked[conn] = conn.deadline
+        elif outcome == DISPATCH:
+            self._dispatch(conn)
+        else:
+            self._unpark_and_close(conn)
 
     def _dispatch(self, conn: ClientConnection) -> None:
         if self.parked.pop(conn, None) is not None:
