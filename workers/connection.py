@@ -116,6 +116,7 @@ class ClientConnection:
         self.inline = False          # being served by the main thread: never block
         self.unsent = b""            # what a non-blocking send could not write yet
         self.deferred: ProxyError | None = None
+        self.client_checked = False  # the client's address passed the allow/deny lists
         self.hot = False             # the last request was a hit: park at once after it
         self._body_done = True       # the current request's body has been read to its end
 
@@ -395,13 +396,20 @@ class ClientConnection:
         return access.check_destination if access is not None and target.kind != "reverse" else None
 
     def _check_request(self, head: RequestHead) -> None:
-        if self.ctx.access is not None:
-            self.ctx.access.check_client(self.client_ip)
-        hosts = [value for name, value in head.headers if name.lower() == "host"]
-        if head.version == "1.1" and len(hosts) != 1:
+        if not self.client_checked and self.ctx.access is not None:
+            self.ctx.access.check_client(self.client_ip)     # once per connection: same address
+            self.client_checked = True
+        hosts, expect = 0, None
+        for name, value in head.headers:                      # one pass over the fields
+            lname = name.lower()
+            if lname == "host":
+                hosts += 1
+            elif lname == "via":
+                check_via(value, self.ctx.server.via_pseudonym)
+            elif lname == "expect":
+                expect = value if expect is None else f"{expect}, {value}"
+        if head.version == "1.1" and hosts != 1:
             raise BadRequest("HTTP/1.1 request needs exactly one Host field")  # RFC 9112 §3.2
-        check_via(head.headers, self.ctx.server.via_pseudonym)
-        expect = header_value(head.headers, "expect")
         if expect is not None and expect.strip().lower() != "100-continue":
             raise ExpectationFailed(f"unsupported expectation {expect[:40]!r}")  # RFC 9110 §10.1.1
         limit = self.ctx.limits.max_body_bytes

@@ -117,14 +117,12 @@ def _absolute(target: str) -> Route:
     return Route("forward", "http", host, port, path, _authority(host, port, 80))
 
 
-def check_via(headers: list[tuple[str, str]], pseudonym: str) -> None:
-    """RFC 9110 §7.6.3: a request that already passed through us is a forwarding loop."""
-    for name, value in headers:
-        if name.lower() == "via":
-            for hop in value.split(","):
-                parts = hop.split()
-                if len(parts) >= 2 and parts[1] == pseudonym:
-                    raise LoopDetected(f"request already passed through {pseudonym} (Via)")
+def check_via(value: str, pseudonym: str) -> None:
+    """RFC 9110 §7.6.3: a request whose Via names us already passed through us: a loop."""
+    for hop in value.split(","):
+        parts = hop.split()
+        if len(parts) >= 2 and parts[1] == pseudonym:
+            raise LoopDetected(f"request already passed through {pseudonym} (Via)")
 
 
 def _connection_tokens(headers: list[tuple[str, str]]) -> frozenset[str]:

@@ -91,6 +91,7 @@ class _Worker:
         self.accepting = False
         self.threads: list[threading.Thread] = []
         self.inline_row = spec.slot.row(spec.server.threads)   # the main thread's own row
+        self.last_flush = time.monotonic()
         self._wake_r, self._wake_w = os.pipe()
         jitter = random.randint(0, spec.server.max_requests_jitter) if spec.server.max_requests else 0
         self.max_requests = spec.server.max_requests + jitter if spec.server.max_requests else 0
@@ -151,12 +152,9 @@ class _Worker:
 
     # -- main loop -------------------------------------------------------------------------
     def loop(self) -> None:
-        last_flush = time.monotonic()
+        next_chores = 0.0
         while not self.stopping:
-            self.slot.beat()
             self._handle_signals()
-            self._check_master()
-            self._check_recycle()
             self._park_returned()
             self._gate_listeners()
             for key, _ in self.selector.select(_TICK):
@@ -167,12 +165,20 @@ class _Worker:
                 else:
                     self._on_readable(key.data)
             now = time.monotonic()
-            self._expire_parked(now)
-            self.slot.set("idle_connections", len(self.parked))
-            self._report_cache()
-            if now - last_flush >= 1.0:
-                self.ctx.access_log.flush()
-                last_flush = now
+            if now >= next_chores:          # once a tick, not once per wake-up: hits come fast
+                next_chores = now + _TICK
+                self._chores(now)
+
+    def _chores(self, now: float) -> None:
+        self.slot.beat()
+        self._check_master()
+        self._check_recycle()
+        self._expire_parked(now)
+        self.slot.set("idle_connections", len(self.parked))
+        self._report_cache()
+        if now - self.last_flush >= 1.0:
+            self.ctx.access_log.flush()
+            self.last_flush = now
 
     def _report_cache(self) -> None:
         cache = self.ctx.cache

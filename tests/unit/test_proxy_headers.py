@@ -257,11 +257,18 @@ VIA_CHECKS = [
 ]
 
 
+def check_via_fields(fields: list, pseudonym: str) -> None:
+    """As the connection calls it: once per Via field line."""
+    for name, value in fields:
+        if name.lower() == "via":
+            check_via(value, pseudonym)
+
+
 @table("fields, status", VIA_CHECKS)
 def test_check_via(fields, status):
     if status is None:
-        check_via(fields, VIA)
+        check_via_fields(fields, VIA)
         return
     with pytest.raises(ProxyError) as caught:
-        check_via(fields, VIA)
+        check_via_fields(fields, VIA)
     assert caught.value.status == status
