@@ -25,7 +25,7 @@ from support.rawhttp import PeerClosed, RawClient, Response, build
 from support.wait import wait_until
 
 __all__ = ["mark", "reached", "Outcome", "one_exchange", "scripted", "cache_config", "stored_keys",
-           "cache_params", "get", "owner_of", "connect_to_worker", "worker_threads", "MiB"]
+           "cache_params", "get", "owner_of", "connect_to_worker", "MiB"]
 
 MiB = 1 << 20
 _counter = itertools.count(1)
@@ -183,7 +183,3 @@ def connect_to_worker(proxy: ProxyProcess, tries: int = 60) -> dict[int, RawClie
     for client in found.values():
         client.close()
     raise AssertionError(f"{tries} connections all went to workers {sorted(found)}")
-
-
-def worker_threads(proxy: ProxyProcess) -> int:
-    return sum(psutil.Process(pid).num_threads() for pid in proxy.worker_pids())

@@ -87,19 +87,19 @@ def parse(data: bytes, cuts: list[int]) -> tuple[list, int | None]:
 
 def _normalise(events: list) -> list:
     out: list = []
-    for event in events:
-        if isinstance(event, RequestHead):
-            out.append(("head", event.method, event.target, event.version, tuple(event.headers),
-                        event.chunked, event.content_length, event.keep_alive))
-        elif event is END:
+    for item in events:
+        if isinstance(item, RequestHead):
+            out.append(("head", item.method, item.target, item.version, tuple(item.headers),
+                        item.chunked, item.content_length, item.keep_alive))
+        elif item is END:
             out.append(("end",))
-        elif isinstance(event, bytes):
+        elif isinstance(item, bytes):
             if out and out[-1][0] == "body":
-                out[-1] = ("body", out[-1][1] + event)
-            elif event:
-                out.append(("body", event))
+                out[-1] = ("body", out[-1][1] + item)
+            elif item:
+                out.append(("body", item))
         else:
-            out.append(event)
+            out.append(item)
     return out
 
 

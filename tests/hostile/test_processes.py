@@ -14,7 +14,6 @@ import threading
 import time
 
 import psutil
-import pytest
 
 from support.proxy import is_gone
 from support.rawhttp import PeerClosed, RawClient, build
