@@ -52,8 +52,9 @@ def one_exchange(port: int, data: bytes, method: str | None = None, close_wait: 
                  timeout: float = 5.0, shut_write: bool = False) -> Outcome:
     """Send `data`, read one response, then whatever follows it for up to `close_wait` seconds.
 
-    `closed` is True when the proxy ended the connection within that time; a test that expects
-    the connection to stay open passes a short close_wait.
+    `closed` is True when the proxy ended the connection within that time (at least 2 s when the
+    response says `Connection: close`); a test that expects the connection to stay open passes a
+    short close_wait.
     """
     with RawClient(port, timeout=timeout) as client:
         try:
@@ -66,7 +67,8 @@ def one_exchange(port: int, data: bytes, method: str | None = None, close_wait: 
             response = client.response(method or data.split(b" ", 1)[0].decode("latin-1"))
         except PeerClosed:
             return Outcome(None, True, b"")
-        after, closed = _rest(client, close_wait)
+        closing = "close" in response.tokens("Connection")
+        after, closed = _rest(client, max(close_wait, 2.0) if closing else close_wait)
         return Outcome(response, closed, after)
 
 

@@ -27,6 +27,8 @@ def refused(port: int, origin, request: bytes, status: int, token: str, method: 
     assert outcome.response is not None, "the proxy closed without an answer"
     assert outcome.response.status == status, (outcome.response.status, outcome.response.body[:200])
     assert outcome.after == b"", f"bytes after the response: {outcome.after[:200]!r}"
+    says_close = "close" in outcome.response.tokens("Connection")
+    assert outcome.closed == says_close, f"Connection: close said {says_close}, closed {outcome.closed}"
     assert reached(origin, token) == [], "a refused request reached the origin"
     return outcome
 
@@ -128,8 +130,11 @@ def test_proxy_auth_connect_without_credentials_opens_no_tunnel(authed, echo_ser
 
 
 def test_proxy_auth_accepted_and_never_forwarded(authed, module_origin):
+    """The browser's flow: a 407 on a kept connection, then the same request with credentials."""
     token = mark("auth-ok")
     with RawClient(authed.port) as client:
+        challenged = client.request(build("GET", module_origin.url(f"/echo?m={token}-challenge")))
+        assert challenged.status == 407 and "close" not in challenged.tokens("Connection")
         for attempt in range(2):           # the second one takes the remembered-credential path
             response = client.request(build("GET", module_origin.url(f"/echo?m={token}&n={attempt}"),
                                             [("Proxy-Authorization", _basic("alice", "s3cret"))]))

@@ -26,7 +26,7 @@ from .helpers import scripted
 TOKENS = [b"\r\n", b"\n", b"\r", b"\x00", b" ", b"\t", b":", b";", b",", b"0\r\n\r\n", b"\r\n\r\n",
           b"Transfer-Encoding: chunked\r\n", b"Content-Length: 3\r\n", b"Content-Length: 0\r\n",
           b"GET /fz HTTP/1.1\r\nHost: x\r\n\r\n", b"Connection: close\r\n", b"Expect: 100-continue\r\n",
-          b"HTTP/1.0", b"ffffffff", b"-1", b"Host: y\r\n", b"\xff"]
+          b"HTTP/1.0", b"ffffffff", b"-1", b"Host: y\r\n", b"\xff", b"Connection: upgrade\r\nUpgrade: h2c\r\n"]
 
 REQUESTS = st.lists(st.tuples(st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
                               st.sampled_from(["none", "length", "chunked"]),
@@ -128,12 +128,16 @@ def fuzz_target(module_make_proxy, module_origin):
     return proxy, module_origin, proxy.worker_pids()
 
 
-def responses_until_close(port: int, data: bytes) -> int:
-    """Send `data`, half-close, and count the responses until the proxy closes."""
+def responses_until_close(port: int, data: bytes, cut: int) -> int:
+    """Send `data` in two writes (cut at `cut`), half-close, and count the responses until the proxy closes."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cut %= len(data) + 1
     try:
         try:
-            sock.sendall(data)
+            sock.sendall(data[:cut])
+            time.sleep(0.003)                     # most often, two reads for the proxy
+            sock.sendall(data[cut:])
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
@@ -162,13 +166,13 @@ def complete_at_origin(origin, start: int) -> int:
 _examples = iter(range(1, 1 << 30))
 
 
-@given(REQUESTS, MUTATIONS)
+@given(REQUESTS, MUTATIONS, st.integers(min_value=0, max_value=1 << 16))
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_proxy_answers_or_closes_and_never_desyncs(fuzz_target, requests, mutations):
+def test_proxy_answers_or_closes_and_never_desyncs(fuzz_target, requests, mutations, cut):
     proxy, origin, workers = fuzz_target
     start = len(origin.requests())
     data = mutate(pipeline(requests, next(_examples)), mutations)
-    answered = responses_until_close(proxy.port, data)
+    answered = responses_until_close(proxy.port, data, cut)
     forwarded = complete_at_origin(origin, start)
     event(f"answered {answered}, forwarded {forwarded}")      # --hypothesis-show-statistics
     assert forwarded <= answered, f"origin got {forwarded} complete requests, client {answered} responses: {data!r}"

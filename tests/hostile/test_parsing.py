@@ -4,7 +4,8 @@
 Each case is sent in one write followed by a valid request for the same origin (a smuggling
 attempt); the proxy must answer the bad one, close, and never answer or forward the second. Cases
 whose fault is in the body ("body" stage) may have their head forwarded when the body arrives later;
-the origin must then never see a complete body.
+the origin must then never see a complete body. An Upgrade request is not a protocol switch here
+(the proxy drops Upgrade), so the bytes after it are still requests, framed as such.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from support.rawhttp import RawClient, build
+from support.rawhttp import PeerClosed, RawClient, build
 from support.wait import wait_until
 
 from .helpers import cache_config, cache_params, get, mark, one_exchange, reached, stored_keys
@@ -179,6 +180,48 @@ def test_a_valid_request_still_works(strict, module_origin):
         assert client.response().status == 200
         assert client.response().status == 200
     assert len(reached(module_origin, token)) == 2
+
+
+# -- Upgrade: the proxy never switches protocols, so what follows is still HTTP/1.1 -------------------
+UPGRADES = {"websocket": [("Connection", "Upgrade"), ("Upgrade", "websocket")],
+            "h2c": [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAAQAAP__")]}
+
+
+@pytest.mark.parametrize("upgrade", list(UPGRADES))
+def test_request_pipelined_after_an_upgrade_request_is_answered_or_the_connection_closed(strict, module_origin,
+                                                                                         upgrade):
+    token = mark(f"upgrade-{upgrade}")
+    with RawClient(strict.port, timeout=3) as client:
+        client.send(build("GET", module_origin.url(f"/echo?m={token}-first"), UPGRADES[upgrade])
+                    + build("GET", module_origin.url(f"/echo?m={token}-second")))
+        first = client.response()
+        assert first.status == 200
+        if "close" in first.tokens("Connection"):
+            assert client.closed_by_peer(2)
+            return
+        try:
+            second = client.response()
+        except (TimeoutError, PeerClosed):
+            pytest.fail("the request pipelined after the Upgrade one was dropped: no answer, connection kept")
+        assert second.status == 200 and token in second.json()["target"]
+
+
+@pytest.mark.parametrize("upgrade", list(UPGRADES))
+def test_bytes_after_an_upgrade_request_are_never_dropped_into_a_desync(strict, module_origin, upgrade):
+    """The request after the Upgrade one arrives in two pieces: its head (with the upgrade request)
+    and its body (which looks like a request). The body must stay a body."""
+    token = mark(f"upgrade-split-{upgrade}")
+    inner = build("GET", module_origin.url(f"/echo?m={token}-smuggled"))
+    outer = _head("POST", module_origin.url(f"/echo?m={token}-outer"), [b"Host: x", b"Content-Length: %d" % len(inner)])
+    with RawClient(strict.port, timeout=3) as client:
+        client.send(build("GET", module_origin.url(f"/echo?m={token}-first"), UPGRADES[upgrade]) + outer + b"\r\n")
+        wait_until(lambda: reached(module_origin, f"{token}-first"), 5, "the first request at the origin")
+        client.send(inner)
+        while client.read_available(1.0):      # until the proxy is quiet for a second (or closed)
+            pass
+    assert not reached(module_origin, f"{token}-smuggled"), "a request body was forwarded as a request"
+    outer_seen = reached(module_origin, f"{token}-outer")
+    assert not outer_seen or outer_seen[0].body_length == len(inner)
 
 
 # -- the cache key is the forwarded target ---------------------------------------------------------
