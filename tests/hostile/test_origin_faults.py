@@ -114,47 +114,54 @@ INVALID = {
 }
 
 
+def through_a_pooled_connection(proxy, origin, token: str, path: str):
+    """On one client connection: a good request (pools an upstream connection), `path` (reuses it),
+    a good request again. Returns the response for `path`, the one after it, and what the origin
+    received for the three, in order."""
+    with RawClient(proxy.port) as client:
+        assert client.request(build("GET", origin.url(f"/echo?m={token}-first"))).status == 200
+        response = client.request(build("GET", origin.url(path)))
+        stray = client.read_available(0.2)
+        after = client.request(build("GET", origin.url(f"/echo?m={token}-after")))
+    assert stray == b"", f"bytes after the response reached the client: {stray[:100]!r}"
+    seen = (reached(origin, f"{token}-first"), origin.requests(path), reached(origin, f"{token}-after"))
+    assert [len(found) for found in seen] == [1, 1, 1], seen
+    first, bad, last = (found[0] for found in seen)
+    assert bad.connection == first.connection, "the pooled connection was not reused for the bad response"
+    assert last.connection != bad.connection, "the connection that sent the bad response was reused"
+    return response, after
+
+
 @pytest.mark.parametrize("case", list(INVALID))
 def test_invalid_response_framing_is_502_and_the_connection_is_discarded(faulty, module_origin, case):
     token = mark(case)
     path = f"/invalid-{token}"
     module_origin.route(path, scripted(INVALID[case]))
-    with RawClient(faulty.port) as client:
-        assert client.request(build("GET", module_origin.url(f"/echo?m={token}-first"))).status == 200
-        response = client.request(build("GET", module_origin.url(path)))
-        assert response.status == 502, (response.status, response.body[:200])
-        after = client.request(build("GET", module_origin.url(f"/echo?m={token}-after")))
-        assert after.status == 200
-    (first,), (bad,), (last,) = (reached(module_origin, f"{token}-first"), module_origin.requests(path),
-                                 reached(module_origin, f"{token}-after"))
-    assert bad.connection == first.connection, "the pooled connection was not reused for the bad response"
-    assert last.connection != bad.connection, "the connection that sent an invalid response was reused"
+    response, after = through_a_pooled_connection(faulty, module_origin, token, path)
+    assert response.status == 502, (response.status, response.body[:200])
+    assert after.status == 200
     assert_not_stored(faulty, module_origin, path)
 
 
 # -- extra bytes after the declared end ----------------------------------------------------------------
 SMUGGLED_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nCache-Control: max-age=60\r\n\r\nsmuggled"
-EXTRA = {
-    "after-content-length": head(b"Content-Length: 5") + b"hello" + SMUGGLED_RESPONSE,
-    "after-last-chunk": head(b"Transfer-Encoding: chunked") + b"5\r\nhello\r\n0\r\n\r\n" + SMUGGLED_RESPONSE,
-    "after-a-204": b"HTTP/1.1 204 No Content\r\n\r\n" + SMUGGLED_RESPONSE,
-    "garbage-after-length": head(b"Content-Length: 5") + b"hello\x00\x01garbage",
+EXTRA = {   # what the origin sends -> (status, body) the client must get
+    "after-content-length": (head(b"Content-Length: 5") + b"hello" + SMUGGLED_RESPONSE, 200, b"hello"),
+    "after-last-chunk": (head(b"Transfer-Encoding: chunked") + b"5\r\nhello\r\n0\r\n\r\n" + SMUGGLED_RESPONSE,
+                         200, b"hello"),
+    "after-a-204": (b"HTTP/1.1 204 No Content\r\n\r\n" + SMUGGLED_RESPONSE, 204, b""),
+    "garbage-after-length": (head(b"Content-Length: 5") + b"hello\x00\x01garbage", 200, b"hello"),
 }
 
 
 @pytest.mark.parametrize("case", list(EXTRA))
 def test_extra_bytes_after_the_response_are_dropped_and_the_connection_not_reused(faulty, module_origin, case):
+    sent, status, body = EXTRA[case]
     token = mark(case)
     path = f"/extra-{token}"
-    module_origin.route(path, scripted(EXTRA[case]))
-    with RawClient(faulty.port) as client:
-        response = client.request(build("GET", module_origin.url(path)))
-        expected = b"" if case == "after-a-204" else b"hello"
-        assert (response.status, response.body, response.complete) == (204 if expected == b"" else 200, expected, True)
-        assert client.read_available(0.2) == b"", "bytes after the declared end reached the client"
-        after = client.request(build("GET", module_origin.url(f"/echo?m={token}-after")))
-        assert after.status == 200 and b"smuggled" not in after.body, after.body[:200]
-    (bad,), (last,) = module_origin.requests(path), reached(module_origin, f"{token}-after")
-    assert last.connection != bad.connection, "the connection with extra bytes was reused"
-    again = get(faulty.port, module_origin.url(path))
-    assert again.body == expected and b"smuggled" not in again.body
+    module_origin.route(path, scripted(sent))
+    response, after = through_a_pooled_connection(faulty, module_origin, token, path)
+    assert (response.status, response.body, response.complete) == (status, body, True)
+    assert after.status == 200 and b"smuggled" not in after.body, after.body[:200]
+    again = get(faulty.port, module_origin.url(path))             # a hit now, or fetched again
+    assert again.body == body
