@@ -145,6 +145,23 @@ def test_proxy_auth_accepted_and_never_forwarded(authed, module_origin):
         assert not received.has("Proxy-Authorization"), received.raw_head
 
 
+def test_cached_response_is_never_served_without_proxy_auth(make_proxy, origin, own_redis, tmp_path):
+    """A hit (L1 or Redis) is still behind the authentication check."""
+    users = tmp_path / "users"
+    users.write_text(f"alice:{hash_password('s3cret', iterations=1000)}\n")
+    config = cache_config(own_redis.url, "hostile-auth")
+    config["access"] = {"auth_file": str(users)}
+    proxy = make_proxy(config)
+    origin.route("/private-but-cacheable", lambda ex: ex.respond(200, b"cached for alice",
+                                                                 headers=[("Cache-Control", "max-age=60")]))
+    url, alice = origin.url("/private-but-cacheable"), [("Proxy-Authorization", _basic("alice", "s3cret"))]
+    wait_until(lambda: cache_params(get(proxy.port, url, alice)).get("hit"), 5, "the response cached")
+    for headers in ([], [("Proxy-Authorization", _basic("alice", "guess"))]):
+        outcome = one_exchange(proxy.port, build("GET", url, headers), close_wait=SHORT)
+        assert outcome.response.status == 407 and b"cached for alice" not in outcome.response.body
+    assert len(origin.requests("/private-but-cacheable")) == 1
+
+
 # -- destination ports ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def safe_ports(module_make_proxy):
