@@ -54,10 +54,20 @@ from cache.redis_store import VARY_MISS, Found, RedisStore
 from cache.settings import CacheSettings
 from cache.writer import Writer
 
-__all__ = ["VARY_MISS", "Hit", "IncompleteBody", "Meta", "Store", "Ticket", "Writer", "connect", "make_client"]
+__all__ = ["UNAVAILABLE", "VARY_MISS", "Hit", "IncompleteBody", "Meta", "Store", "Ticket", "Writer", "connect", "make_client"]
 
 S = TypeVar("S")
 T = TypeVar("T")
+
+
+class _Unavailable:
+    """lookup()'s answer when Redis could not be asked (down, slow, circuit open): false."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNAVAILABLE = _Unavailable()
 
 
 class IncompleteBody(Exception):
@@ -141,7 +151,7 @@ class Store:
 
     def lookup(self, primary_key: str, request_headers: list[tuple[str, str]]) -> Hit | None:
         """The stored variant this request selects, or a false value: VARY_MISS when only other
-        variants of the URL are stored, None otherwise (a miss, or Redis unavailable)."""
+        variants of the URL are stored, UNAVAILABLE when Redis could not be asked, else None."""
         entry = self._l1.get(tag_of(primary_key), request_headers)
         if entry is not None and self._trusted(entry):
             self.counters["l1_hits"] += 1
@@ -151,7 +161,7 @@ class Store:
             hit = self._from_redis(self._redis.keys(primary_key), request_headers, entry, epoch)
         except Unavailable:
             self.counters["unavailable"] += 1
-            return None
+            return UNAVAILABLE
         self.counters["redis_hits" if hit else "misses"] += 1
         return hit
 

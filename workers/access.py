@@ -96,6 +96,7 @@ class AccessPolicy:
                 raise LoopDetected(f"{text}:{port} is this proxy")
         if any(ip in network for network in self.destinations):
             return
-        if (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
-                or ip.is_multicast or ip.is_reserved or text in self.own_ips):
+        # not is_global: also shared address space (100.64/10), documentation and benchmark nets
+        if (not ip.is_global or ip.is_loopback or ip.is_private or ip.is_link_local
+                or ip.is_unspecified or ip.is_multicast or ip.is_reserved or text in self.own_ips):
             raise Forbidden(f"destination {text} is an internal address")

@@ -21,7 +21,7 @@ import msgspec
 
 from cache import policy
 from cache.layout import Meta
-from cache.store import VARY_MISS
+from cache.store import UNAVAILABLE, VARY_MISS
 from cache.policy import (DontStore, Forward, Fresh, Full, NoMatch, OnlyIfCachedMiss, Partial,
                           Revalidate, ServeOnce, ServeStale, Store, Unsatisfiable)
 
@@ -80,6 +80,8 @@ class CacheFront:
             # hit-for-miss: known uncacheable, so no lookup and no collapsing lock
             return self._fetch_and_store(conn, head, target, record, "uri-miss", "hit-for-miss")
         hit = self.store.lookup(target.uri, head.headers)
+        if hit is UNAVAILABLE:                              # Redis trouble: serve uncached
+            return self._bypass(conn, head, target, record)
         request = policy.request_fields(head.headers)       # read once for every policy call below
         stored = hit.derived(self.settings, policy.prepare) if hit else None    # once per L1 copy
         decision = policy.decide_reuse(head.method, request, stored, self.settings, time.time())
@@ -326,6 +328,11 @@ class CacheFront:
                                    ttl=decision.ttl), time.time())
             finally:
                 writer.abort()
+
+    def _bypass(self, conn, head, target, record) -> bool:
+        self._count(conn, "cache_bypass", record, "bypass")
+        return conn.forward(head, target, record,
+                            [("Cache-Status", self._status(fwd="bypass", detail="cache unavailable"))])[0]
 
     # -- unsafe methods and PURGE -------------------------------------------------------------------
     def _unsafe(self, conn, head, target, record) -> bool:

@@ -396,6 +396,7 @@ class ClientConnection:
         return access.check_destination if access is not None and target.kind != "reverse" else None
 
     def _check_request(self, head: RequestHead) -> None:
+        self._body_done = not head.has_body      # first: a refusal below must know to close
         if not self.client_checked and self.ctx.access is not None:
             self.ctx.access.check_client(self.client_ip)     # once per connection: same address
             self.client_checked = True

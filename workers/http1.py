@@ -26,6 +26,7 @@ __all__ = [
 END = object()            # the end-of-message event
 _CHUNK_FRAMING_PER_CHUNK = 64   # size line, CRLFs and a modest extension, per chunk
 _TRAILER_ALLOWANCE = 8192       # the trailer section (and slack)
+_HEAD_SLACK = 64                # a request line's method, version and spaces
 LAST_CHUNK = b"0\r\n\r\n"  # RFC 9112 §7.1: last-chunk, no trailer section
 
 
@@ -181,8 +182,10 @@ class _Reader:
 class RequestReader(_Reader):
     """Client side: feed() bytes from the client; consume `events`.
 
-    After a CONNECT head (or an Upgrade) the parser stops: `tunnel_data` holds the bytes that
-    followed the head, and nothing more may be fed.
+    After a CONNECT head the parser stops: `tunnel_data` holds the bytes that followed the head,
+    and nothing more may be fed. A request with Upgrade stops the parser too (llhttp then skips
+    its body): this proxy never switches protocols, so such a request must have no body and ends
+    the connection (`keep_alive` False); the bytes after it are never parsed.
     """
 
     def __init__(self, limits: HeadLimits = HeadLimits()) -> None:
@@ -192,8 +195,9 @@ class RequestReader(_Reader):
         self._url_len = 0
         self._te_count = 0
         self.tunnel_data: bytes | None = None
-        self._chunked_body = self._body_began_in_feed = False
-        self._framing_bytes = self._chunks = 0
+        self.stopped = False
+        self._chunked_body = self._chunked_ended = False
+        self._framing_bytes = self._chunks = self._feed_body = self._feed_head = 0
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -232,42 +236,58 @@ class RequestReader(_Reader):
             version=version, headers=self._headers, keep_alive=parser.should_keep_alive(),
             chunked=codings is not None, content_length=length))
         self._in_head = False
-        self._chunked_body = codings is not None
-        self._framing_bytes = self._chunks = 0
-        self._body_began_in_feed = True
+        if codings is not None:
+            self._chunked_body, self._chunked_ended = True, False
+            self._framing_bytes = self._chunks = 0
 
-    # Chunk extensions and trailers are parsed by llhttp but never handed to us: the bytes a
-    # chunked body costs beyond its data bound them. Counted from the feed after the head.
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._chunked_ended = self._chunked_body
+
+    # Chunk extensions and trailers are parsed by llhttp but never handed to us, so they are
+    # bounded by accounting: of each feed's bytes, what was neither body data nor a head
+    # (counted by the callbacks) is chunk framing. Its running total for a message may not
+    # exceed a little per chunk plus an allowance for the trailer section.
     def on_chunk_header(self) -> None:
         self._chunks += 1
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
-        if self._chunked_body and not self._body_began_in_feed:
-            self._framing_bytes -= len(body)
+        self._feed_body += len(body)
 
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._chunked_body = False
+    def _add_head_bytes(self, size: int) -> None:
+        super()._add_head_bytes(size)
+        self._feed_head += size + 2             # + the CRLF (or the request line's framing)
 
     def _check_chunk_framing(self, size: int) -> None:
         if not self._chunked_body:
             return
-        if self._body_began_in_feed:
-            self._body_began_in_feed = False
-            self._framing_bytes = 0
-            return
-        self._framing_bytes += size
+        self._framing_bytes += max(0, size - self._feed_body - self._feed_head - _HEAD_SLACK)
         if self._framing_bytes > _CHUNK_FRAMING_PER_CHUNK * (self._chunks + 1) + _TRAILER_ALLOWANCE:
             raise BadRequest("chunk extensions or trailer fields too large")
+        if self._chunked_ended:                 # the chunked message ended in this feed
+            self._chunked_body = self._chunked_ended = False
 
     def feed(self, data: bytes) -> None:
+        if self.stopped:
+            return                              # after an Upgrade request: never parsed
+        self._feed_body = self._feed_head = 0
         try:
             self._feed(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self.tunnel_data = data[upgrade.args[0]:]
+            self._upgraded(data[upgrade.args[0]:])
             return
         self._check_chunk_framing(len(data))
+
+    def _upgraded(self, rest: bytes) -> None:
+        head = next(event for event in reversed(self.events) if isinstance(event, RequestHead))
+        if head.method == "CONNECT":
+            self.tunnel_data = rest
+            return
+        self.stopped = True
+        if head.has_body:
+            raise BadRequest("a request with Upgrade cannot have a body here (no protocol switch)")
+        head.keep_alive = False
 
     def _invalid(self, reason: str) -> ProxyError:
         if reason.startswith("Invalid") and "version" in reason:       # llhttp's version errors

@@ -70,6 +70,8 @@ def route(head: RequestHead, origin: tuple[str, str, int] | None, forward: bool 
     the origin's own host or `server_names`, and goes to the origin: never an open proxy."""
     target = head.target
     if head.method == "CONNECT":                               # §3.2.3 authority-form
+        if not forward:
+            raise Forbidden("this proxy does not open tunnels (it is a reverse proxy)")
         host, port = _split_authority(target)
         return Route("connect", "tcp", host, port, target, target)
     if target == "*":                                          # §3.2.4 asterisk-form

@@ -6,6 +6,7 @@ import pytest
 from redis.exceptions import ConnectionError, OutOfMemoryError, ReadOnlyError, ResponseError, TimeoutError
 
 from cache.breaker import Breaker, Guard, Unavailable
+from cache.store import UNAVAILABLE
 
 from .helpers import meta, put, small
 
@@ -90,11 +91,11 @@ def test_the_store_never_raises_when_redis_is_down_and_resumes_by_itself(make_st
     store = make_store(small(breaker_threshold=2, breaker_cooldown=5.0))
     put(store, KEY, b"cached")
     fake_server.connected = False
-    assert store.lookup(KEY, []) is None
-    assert store.lookup(KEY, []) is None
+    assert store.lookup(KEY, []) is UNAVAILABLE
+    assert store.lookup(KEY, []) is UNAVAILABLE
     assert store.stats()["redis"]["reads"] == "open"
     calls = store.stats()["redis"]["calls"]
-    assert store.lookup(KEY, []) is None and store.stats()["redis"]["calls"] == calls   # skipped
+    assert store.lookup(KEY, []) is UNAVAILABLE and store.stats()["redis"]["calls"] == calls   # skipped
     writer = store.open_writer(KEY, [], 60)
     assert writer.write(b"x" * 5000) is False and writer.state == "abandoned"
     assert not writer.commit(meta())
@@ -102,7 +103,7 @@ def test_the_store_never_raises_when_redis_is_down_and_resumes_by_itself(make_st
     with store.collapse(KEY) as ticket:
         assert ticket.leader and ticket.outcome == "local"
     fake_server.connected = True
-    assert store.lookup(KEY, []) is None                # still cooling down
+    assert store.lookup(KEY, []) is UNAVAILABLE                # still cooling down
     clock.advance(5.0)
     assert store.lookup(KEY, []).body == b"cached"      # the probe closes the read circuit
     clock.advance(5.0)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cache.store import Store, connect
+from cache.store import UNAVAILABLE, Store, connect
 from support.redis_server import start_redis_server
 from support.wait import wait_until
 
@@ -111,7 +111,7 @@ def test_redis_killed_then_restarted(workers, redis_server):
     (store,) = workers(1, breaker_threshold=1, breaker_cooldown=0.2, l1_max_bytes=0)
     put(store, KEY, b"v1")
     redis_server.kill()
-    assert store.lookup(KEY, []) is None                # no exception
+    assert store.lookup(KEY, []) is UNAVAILABLE         # no exception
     assert store.stats()["redis"]["reads"] in ("open", "half-open")
     assert not put(store, KEY, b"v2")
     wait_until(lambda: not store.l1_trusted, 5, "the listener to notice")
@@ -142,7 +142,7 @@ def test_a_paused_redis_times_out_fast(workers, redis_server):
     put(store, KEY, b"v1")
     redis_server.client().execute_command("CLIENT", "PAUSE", 1500, "ALL")
     started = time.monotonic()
-    assert store.lookup(KEY, []) is None
+    assert store.lookup(KEY, []) is UNAVAILABLE
     assert time.monotonic() - started < 0.6
     assert store.stats()["redis"]["errors"] == {"TimeoutError": 1}
     wait_until(lambda: store.lookup(KEY, []) is not None, 10, "the pause to end")

@@ -115,14 +115,14 @@ def test_request_fields_kept_in_order_latin1():
     assert reader.events[0].headers == [("Host", "a"), ("X-A", "1"), ("x-a", "2"), ("X-B", "\xe9")]
 
 
-# RFC 9110 §9.3.6: after CONNECT (and an Upgrade) the bytes that follow the head are tunnel data.
+# RFC 9110 §9.3.6: after CONNECT the bytes that follow the head are tunnel data.
 TUNNELS = [
     ("connect-early-data", b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n\x16\x03\x01hi",
      req("CONNECT", "a.example:443"), b"\x16\x03\x01hi"),
     ("connect-no-data", b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
      req("CONNECT", "a.example:443"), b""),
-    ("upgrade", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nxyz",
-     req("GET", "/"), b"xyz"),
+    ("connect-split", b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\nGET / HTTP/1.1\r\n",
+     req("CONNECT", "a.example:443"), b"GET / HTTP/1.1\r\n"),
 ]
 
 
@@ -131,6 +131,33 @@ def test_tunnel_data_after_head(data, head, tunnel):
     reader = feed(RequestReader(), data)
     assert summary(reader.events) == [head, "END"]
     assert reader.tunnel_data == tunnel
+
+
+# RFC 9110 §7.8: this proxy never switches protocols. llhttp stops at an Upgrade request's head
+# (and would skip its body), so the request may have no body, ends the connection, and whatever
+# follows it is never parsed: no pipelined or smuggled request can hide behind it.
+UPGRADES = [
+    ("pipelined-after", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                        b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("h2c", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\nxyz"),
+]
+
+
+@table("data", UPGRADES)
+def test_upgrade_request_ends_the_connection_and_nothing_after_it_is_parsed(data):
+    reader = feed(RequestReader(), data)
+    reader.feed(b"GET /later HTTP/1.1\r\nHost: a\r\n\r\n")
+    heads = [event for event in reader.events if isinstance(event, RequestHead)]
+    assert [head.target for head in heads] == ["/"] and not heads[0].keep_alive
+    assert reader.tunnel_data is None
+
+
+def test_upgrade_request_with_a_body_is_400():
+    with pytest.raises(ProxyError) as caught:
+        RequestReader().feed(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                             b"Content-Length: 30\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert caught.value.status == 400
 
 
 def test_no_tunnel_data_for_plain_request():
