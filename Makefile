@@ -34,5 +34,9 @@ bench: install                   ## side by side with nginx (and Squid/Varnish w
 	@bash tools/sysdeps.sh bench
 	$(PY) -m bench
 
+soak: install                    ## 10 minutes of mixed load; workers' RSS and fds over time (not in CI)
+	@bash tools/sysdeps.sh bench
+	$(PY) -m bench.soak $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info test-output bench/results
