@@ -704,7 +704,16 @@ class ClientConnection:
     def send_stored(self, head: RequestHead, record: Record, status: int,
                     headers: list[tuple[str, str]], body: Iterable[bytes], length: int) -> bool:
         """Send a response the proxy has (from the cache): Content-Length framing, body pieces."""
-        keep = head.keep_alive and self._body_done and not self.ctx.stopping
+        keep = self.can_keep(head)
+        return self.send_prepared(head, record, status, self.stored_head(head, status, headers, length, keep),
+                                  keep, body)
+
+    def can_keep(self, head: RequestHead) -> bool:
+        return head.keep_alive and self._body_done and not self.ctx.stopping
+
+    def stored_head(self, head: RequestHead, status: int, headers: list[tuple[str, str]],
+                    length: int, keep: bool) -> bytes:
+        """The serialised head of a response the proxy has; it depends on nothing but the args."""
         headers.append(("Via", f"1.1 {self.ctx.server.via_pseudonym}"))
         if status not in (204, 304) and not 100 <= status < 200:
             headers.append(("Content-Length", str(length)))
@@ -712,8 +721,13 @@ class ClientConnection:
             headers.append(("Connection", "close"))
         elif head.version == "1.0":
             headers.append(("Connection", "keep-alive"))
+        return response_head_bytes(status, headers)
+
+    def send_prepared(self, head: RequestHead, record: Record, status: int, head_bytes: bytes,
+                      keep: bool, body: Iterable[bytes]) -> bool:
+        """Send a head made by stored_head() and the body pieces."""
         record.status = status
-        parts = [response_head_bytes(status, headers)]
+        parts = [head_bytes]
         sent = 0
         if head.method != "HEAD" and status != 304:
             try:
