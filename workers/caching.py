@@ -72,6 +72,7 @@ class CacheFront:
         self._refresh_lock = threading.Lock()
         self.passes = _PassList(store.settings.hit_for_miss)
         self._heads: dict[tuple, tuple[Meta, bytes]] = {}     # see _head_bytes
+        self._hit_statuses: dict[int, str] = {}
 
     # -- entry point --------------------------------------------------------------------------
     def handle(self, conn: ClientConnection, head: RequestHead, target: Route, record: Record) -> bool:
@@ -126,7 +127,7 @@ class CacheFront:
             return None
         self._count(conn, "cache_hit", record, "hit")
         return self._serve_hit(conn, head, hit, decision.age, record,
-                               self._status(hit=True, ttl=decision.ttl), request)
+                               self._hit_status(decision.ttl), request)
 
     # -- hits -----------------------------------------------------------------------------------
     def _serve_hit(self, conn: ClientConnection, head: RequestHead, hit: Hit, age: float,
@@ -383,6 +384,16 @@ class CacheFront:
     # -- helpers ---------------------------------------------------------------------------------
     def _status(self, **params) -> str:
         return policy.cache_status(self.name, **params)
+
+    def _hit_status(self, ttl: float) -> str:
+        """`name; hit; ttl=N`, made once per distinct N (the hot path's Cache-Status)."""
+        seconds = int(ttl)                   # as cache_status writes it (RFC 8941 integer)
+        made = self._hit_statuses.get(seconds)
+        if made is None:
+            if len(self._hit_statuses) > 1024:
+                self._hit_statuses.clear()
+            made = self._hit_statuses[seconds] = self._status(hit=True, ttl=seconds)
+        return made
 
     def _fwd(self, fwd: str) -> str:
         return fwd if self.store.available else "bypass"
