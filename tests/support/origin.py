@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -34,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .pattern import iter_pattern
 from .rawhttp import PeerClosed, Reader, header_value, parse_head, read_chunked
+from .tcpserver import ThreadedServer
 
 __all__ = ["Origin", "Received", "Exchange"]
 
@@ -154,16 +154,16 @@ class Exchange:
 Handler = Callable[[Exchange], None]
 
 
-class Origin:
+class Origin(ThreadedServer):
     """A threaded origin server; `with Origin() as origin:` or start()/stop()."""
 
+    name = "origin"
+
     def __init__(self, host: str = "127.0.0.1", keepalive: bool = True) -> None:
-        self.host, self.keepalive = host, keepalive
-        self.listener = socket.create_server((host, 0), backlog=256)
-        self.port = self.listener.getsockname()[1]
+        super().__init__(host, backlog=256)
+        self.keepalive = keepalive
         self.base = f"http://{host}:{self.port}"
         self.received: list[Received] = []
-        self.connections = 0
         self.bytes_sent = 0
         self.errors: list[str] = []
         self.files: dict[str, tuple[bytes, str]] = {}
@@ -172,45 +172,6 @@ class Origin:
             "/close-mid": _close_mid, "/status": _status, "/info": _info, "/garbage": _garbage,
             "/flaky": _flaky,
         }
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._sockets: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept_loop, name=f"origin-{self.port}", daemon=True)
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> "Origin":
-        self._acceptor.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        for close in (lambda: self.listener.shutdown(socket.SHUT_RDWR), self.listener.close):
-            try:  # shutdown first: it wakes the thread blocked in accept(), close alone does not
-                close()
-            except OSError:
-                pass
-        with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        deadline = time.monotonic() + timeout
-        for thread in [self._acceptor, *self._threads]:
-            if thread.is_alive():
-                thread.join(max(0.0, deadline - time.monotonic()))
-
-    def __enter__(self) -> "Origin":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     # -- scripting -----------------------------------------------------------------------------------
     def url(self, path: str = "/") -> str:
@@ -242,21 +203,6 @@ class Origin:
             self.bytes_sent += size
 
     # -- serving -----------------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-                number = self.connections
-                self._sockets.add(sock)
-            thread = threading.Thread(target=self._serve, args=(sock, number), daemon=True,
-                                      name=f"origin-{self.port}-conn{number}")
-            self._threads.append(thread)
-            thread.start()
-
     def _serve(self, sock: socket.socket, number: int) -> None:
         sock.settimeout(30.0)
         reader = Reader(sock, bufsize=256 << 10)
@@ -279,8 +225,7 @@ class Origin:
             if not self._stopping.is_set():
                 self.errors.append(f"connection {number}: {error!r}")
         finally:
-            with self._lock:
-                self._sockets.discard(sock)
+            self._forget(sock)
             try:
                 sock.close()
             except OSError:
