@@ -117,6 +117,7 @@ class ClientConnection:
         self.unsent = b""            # what a non-blocking send could not write yet
         self.deferred: ProxyError | None = None
         self.client_checked = False  # the client's address passed the allow/deny lists
+        self.closing = False         # close once `unsent` is flushed
         self.hot = False             # the last request was a hit: park at once after it
         self._body_done = True       # the current request's body has been read to its end
 
@@ -145,6 +146,8 @@ class ClientConnection:
             row.add("connections")          # once, by the first thread that serves it
         try:
             self._flush_unsent()
+            if self.closing:
+                return False
             while True:
                 record = Record(self.client_ip)
                 try:
@@ -202,10 +205,11 @@ class ClientConnection:
             keep = self._serve_fast(self.pending[0])
             if keep is None:
                 return DISPATCH
+            if self.unsent:                      # a handler thread finishes the sending
+                self.closing = not keep
+                return DISPATCH
             if not keep:
                 return CLOSE
-            if self.unsent:
-                return DISPATCH                  # a handler thread finishes the sending
         self.head_deadline = time.monotonic() + self.ctx.limits.header_timeout if self.reader.in_head else 0.0
         return PARK
 

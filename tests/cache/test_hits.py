@@ -155,3 +155,39 @@ def test_range_requests_are_answered_from_the_cache(cache_proxy, site):
             assert int(response.header("Content-Length") or 0) == len(part), spec
             assert is_hit(response), (spec, response.header("Cache-Status"))
         assert site.count(path) == 1
+
+
+def test_an_l1_hit_to_a_client_that_does_not_read_is_finished_by_a_thread(cache_proxy, site):
+    """The main thread answers L1 hits with non-blocking sends; what a slow reader's socket does not
+    take is finished by a handler thread, and pipelined hits on the same connection still follow."""
+    import socket
+    import time
+
+    body = pattern_bytes(900_000)                 # under l1_max_object_bytes: answered inline
+    site.resource("/big-hot", body=body, headers=FRESH)
+    url = site.url("/big-hot")
+    assert get(cache_proxy.port, url).body == body
+    wait_stored(cache_proxy, url)
+    assert is_hit(get(cache_proxy.port, url)) and is_hit(get(cache_proxy.port, url))   # warm L1s
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", cache_proxy.port))
+    sock.settimeout(20)
+    request = build("GET", url)
+
+    def read_responses(count: int) -> bytes:
+        received = bytearray()
+        while received.count(body) < count:
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"closed after {len(received)} bytes"
+            received += chunk
+        return bytes(received)
+
+    sock.sendall(request)                         # a hit: afterwards the connection is parked, so
+    assert read_responses(1).count(b"HTTP/1.1 200 OK") == 1   # the next ones meet the main thread
+    time.sleep(0.3)
+    sock.sendall(request * 3)                     # three pipelined hits, nobody reading yet
+    time.sleep(0.5)                               # the time passing is the point: the buffers fill
+    assert read_responses(3).count(b"HTTP/1.1 200 OK") == 3
+    sock.close()
