@@ -29,7 +29,7 @@ from .proxy import (Route, check_via, client_response_headers, connect_allowed, 
 from .scoreboard import Row
 from .settings import Limits, Server
 from .tunnel import pump
-from .upstream import RECV_SIZE, Pool, Upstream, _sendmsg_all, is_reset, open_connection
+from .upstream import RECV_SIZE, Pool, Upstream, sendmsg_all, is_reset, open_connection
 
 __all__ = ["Context", "ClientConnection", "Fetched", "Tee"]
 
@@ -673,7 +673,7 @@ class ClientConnection:
             return
         try:
             self.sock.settimeout(self.ctx.send_timeout)
-            _sendmsg_all(self.sock, parts)
+            sendmsg_all(self.sock, parts)
         except OSError:
             raise _ClientGone() from None
 

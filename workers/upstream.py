@@ -22,7 +22,7 @@ from collections.abc import Callable
 from .errors import BadGateway, GatewayTimeout, ProxyError, UpstreamClosed
 from .http1 import END, HeadLimits, ResponseHead, ResponseReader, request_head_bytes
 
-__all__ = ["Pool", "Upstream", "RECV_SIZE", "fetch_whole", "open_connection", "Check"]
+__all__ = ["Pool", "Upstream", "RECV_SIZE", "fetch_whole", "open_connection", "sendmsg_all", "Check"]
 
 Check = Callable[[str, int], None]   # raises a ProxyError to refuse an address
 
@@ -48,7 +48,7 @@ class Upstream:
         if self._tls:
             self.sock.sendall(b"".join(parts))
         else:
-            _sendmsg_all(self.sock, parts)
+            sendmsg_all(self.sock, parts)
 
     def recv(self) -> bytes:
         return self.sock.recv(RECV_SIZE)
@@ -76,7 +76,7 @@ def _readable(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
-def _sendmsg_all(sock: socket.socket, parts: list[bytes]) -> None:
+def sendmsg_all(sock: socket.socket, parts: list[bytes]) -> None:
     """sendmsg() with scatter/gather, so a body piece is never copied to add chunk framing."""
     views = [memoryview(part) for part in parts if part]
     while views:
