@@ -229,7 +229,8 @@ class ClientConnection:
         if target.kind not in ("forward", "reverse"):
             return None
         started, record = time.monotonic(), Record(self.client_ip, started=time.time())
-        self._describe(head, record)
+        if ctx.access_log.enabled:
+            self._describe(head, record)
         keep = ctx.cache.serve_l1(self, head, target, record)
         if keep is None:
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import time
+from bisect import bisect_left
 
 __all__ = ["Slot", "HEADER", "ROW", "LATENCY_BOUNDS", "STATES"]
 
@@ -110,12 +111,8 @@ class Row:
         cells[base] = 0.0
         cells[base + _R["requests"]] += 1
         cells[base + _R["latency_sum"]] += duration
-        bucket = _LATENCY_FIRST
-        for bound in LATENCY_BOUNDS:
-            if duration <= bound:
-                break
-            bucket += 1
-        cells[base + bucket] += 1
+        # the first bucket whose bound is >= duration (le buckets), else +Inf: one C-level search
+        cells[base + _LATENCY_FIRST + bisect_left(LATENCY_BOUNDS, duration)] += 1
 
     def set_active(self, active: bool) -> None:
         self._cells[self._base + 1] = 1.0 if active else 0.0
