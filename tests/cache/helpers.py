@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import Callable
 
-import psutil
 import redis
 
 from cache.layout import tag_of
@@ -118,17 +117,6 @@ class Pinned:
         self.client.close()
 
 
-def _owner(proxy: ProxyProcess, pids: list[int], local_port: int) -> int | None:
-    for pid in pids:
-        try:
-            connections = psutil.Process(pid).net_connections(kind="tcp")
-        except psutil.Error:
-            continue
-        if any(c.raddr and c.raddr.port == local_port and c.laddr.port == proxy.port for c in connections):
-            return pid
-    return None
-
-
 def pin_workers(proxy: ProxyProcess, tries: int = 80) -> list[Pinned]:
     """One open connection per worker (ordered by pid); fails if the kernel never spreads them."""
     pids = proxy.worker_pids()
@@ -136,7 +124,7 @@ def pin_workers(proxy: ProxyProcess, tries: int = 80) -> list[Pinned]:
     for _ in range(tries):
         client = RawClient(proxy.port)
         local_port = client.sock.getsockname()[1]
-        pid = wait_until(lambda: _owner(proxy, pids, local_port), 5, "a worker to accept the connection")
+        pid = wait_until(lambda: proxy.worker_holding(local_port, pids), 5, "a worker to accept the connection")
         if pid in pinned:
             client.close()
             continue

@@ -3,10 +3,10 @@ restarted, Redis full; and the embedded cache server the shipped config starts."
 
 from __future__ import annotations
 
-import threading
 
 import redis
 
+from support.load import BackgroundLoad
 from support.pattern import pattern_bytes
 from support.wait import wait_until
 
@@ -15,26 +15,14 @@ from .helpers import MiB, cache_config, get, is_hit, params
 FRESH = [("Cache-Control", "max-age=60")]
 
 
-class Load:
+class Load(BackgroundLoad):
     """Threads sending GETs for `urls` on fresh connections until stopped; keeps every outcome."""
 
     def __init__(self, port: int, urls: list[str], bodies: dict[str, bytes], threads: int = 4) -> None:
         self.port, self.urls, self.bodies = port, urls, bodies
         self.results: list[tuple[str, int, bool, str]] = []   # url, status, body intact, Cache-Status
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
-
-    def __enter__(self) -> "Load":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
+        super().__init__(threads)
 
     def _run(self, number: int) -> None:
         turn = number

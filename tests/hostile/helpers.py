@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psutil
 import redis
 
 from cache.layout import tag_of
@@ -158,14 +157,7 @@ def get(port: int, url: str, headers: list[tuple[str, str]] | tuple = (), timeou
 # -- workers ----------------------------------------------------------------------------------------
 def owner_of(proxy: ProxyProcess, local_port: int) -> int | None:
     """The worker pid holding the proxy's end of our connection from `local_port`."""
-    for pid in proxy.worker_pids():
-        try:
-            connections = psutil.Process(pid).net_connections(kind="tcp")
-        except psutil.Error:
-            continue
-        if any(c.raddr and c.raddr.port == local_port and c.laddr.port == proxy.port for c in connections):
-            return pid
-    return None
+    return proxy.worker_holding(local_port)
 
 
 def connect_to_worker(proxy: ProxyProcess, tries: int = 60) -> dict[int, RawClient]:

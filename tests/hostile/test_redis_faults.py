@@ -5,11 +5,11 @@ resumes by itself. (tests/cache covers the cache semantics around these; this is
 
 from __future__ import annotations
 
-import threading
 import time
 
 import redis
 
+from support.load import BackgroundLoad
 from support.pattern import pattern_bytes
 from support.wait import wait_until
 
@@ -28,7 +28,7 @@ def is_hit(port: int, url: str) -> bool:
     return cache_params(get(port, url)).get("hit") is True
 
 
-class Load:
+class Load(BackgroundLoad):
     """Threads sending GETs on fresh connections until stopped; every failure is kept."""
 
     def __init__(self, port: int, bodies: dict[str, bytes], threads: int = 3) -> None:
@@ -36,19 +36,7 @@ class Load:
         self.statuses: list[str] = []          # the Cache-Status of every good response
         self.failures: list[str] = []
         self.slowest = 0.0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
-
-    def __enter__(self) -> "Load":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
+        super().__init__(threads)
 
     def _run(self, number: int) -> None:
         urls = list(self.bodies)

@@ -267,6 +267,17 @@ class ProxyProcess:
         except FileNotFoundError:
             return []
 
+    def worker_holding(self, local_port: int, pids: list[int] | None = None) -> int | None:
+        """The worker pid holding the proxy's end of our connection from `local_port`."""
+        for pid in self.worker_pids() if pids is None else pids:
+            try:
+                connections = psutil.Process(pid).net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            if any(c.raddr and c.raddr.port == local_port and c.laddr.port == self.port for c in connections):
+                return pid
+        return None
+
     def wait_workers(self, count: int, timeout: float = 10.0, exclude: set[int] | frozenset = frozenset()) -> list[int]:
         """Wait until exactly `count` workers run, none of them in `exclude`; return their pids."""
         def ready() -> list[int] | None:
