@@ -185,7 +185,8 @@ class ClientConnection:
             self.inline = False
 
     def _inline(self, row: Row) -> str:
-        self.sock.settimeout(0.0)
+        if self.sock.gettimeout() != 0.0:        # settimeout() is a syscall: skip it when it is set
+            self.sock.settimeout(0.0)
         try:
             data = self.sock.recv(RECV_SIZE)
         except BlockingIOError:
