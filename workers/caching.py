@@ -204,9 +204,8 @@ class CacheFront:
                                self._status(hit=True, ttl=decision.ttl, collapsed=True))
 
     def _fetch_and_store(self, conn: ClientConnection, head: RequestHead, target: Route,
-                         record: Record, fwd: str, detail: str,
-                         replace=None) -> bool:
-        fetched = conn.fetch(head, target, record, replace)
+                         record: Record, fwd: str, detail: str) -> bool:
+        fetched = conn.fetch(head, target, record)
         return self._relay_and_store(conn, head, target, record, fetched, fwd, detail)
 
     def _relay_and_store(self, conn, head, target, record, fetched: Fetched, fwd: str, detail: str) -> bool:

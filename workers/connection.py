@@ -680,17 +680,19 @@ class ClientConnection:
             raise _ClientGone() from None
 
     def _send_nowait(self, parts: list[bytes]) -> None:
-        """Main thread: write what the socket takes now; keep the rest for a handler thread."""
-        data = self.unsent + b"".join(parts)
-        sent = 0
-        if not self.unsent:
-            try:
-                sent = self.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                raise _ClientGone() from None
-        self.unsent = data[sent:]
+        """Main thread: write what the socket takes now (one sendmsg, no copy of the parts);
+        keep the rest for a handler thread."""
+        if self.unsent:
+            self.unsent += b"".join(parts)
+            return
+        try:
+            sent = self.sock.sendmsg(parts)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            raise _ClientGone() from None
+        if sent < sum(map(len, parts)):
+            self.unsent = b"".join(parts)[sent:]
 
     def _flush_unsent(self) -> None:
         if self.unsent:

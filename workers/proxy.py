@@ -24,7 +24,6 @@ _HOP_BY_HOP = frozenset((
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
     "upgrade", "proxy-authorization", "content-length",
 ))
-_IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +184,6 @@ def client_response_headers(response: ResponseHead, via: str) -> list[tuple[str,
         headers.append(("Date", http_date()))   # RFC 9110 §6.6.1: a recipient with a clock adds Date
     headers.append(("Via", f"{response.version} {via}"))
     return headers
-
-
-def is_idempotent(method: str) -> bool:
-    return method in _IDEMPOTENT
 
 
 def connect_allowed(port: int, ports: list[int]) -> None:
