@@ -11,8 +11,11 @@ reported (the least disturbed by other work on the machine):
   (unprepared)  decide_reuse(method, header list, hit.meta, ...): prepare runs on the call, as it
                 does once per L1 copy (and once per Redis hit)
   serve_hit     CacheFront._serve_hit, reading the request's fields itself: 304 check, Age, Range,
-                Cache-Status (send stubbed out)
-  handle        CacheFront.handle: the whole decision, lookup to send (send stubbed out)
+                Cache-Status, the send (to one end of a socketpair, read at the other)
+  handle        CacheFront.handle: the whole decision, lookup to send
+  inline        what the worker's main thread does for a readable parked connection: the request
+                written to the socketpair, ClientConnection.serve_inline (recv, parse, route, the
+                L1 hit, sendmsg), the response read back; the client's syscalls are included
 
 Each stage runs for two requests: `plain` (a browser's GET: no Cache-Control, no If-*, no Range)
 and `if-none-match` (a revalidating browser: the answer is a 304).
@@ -21,6 +24,7 @@ and `if-none-match` (a revalidating browser: the answer is a 304).
 from __future__ import annotations
 
 import argparse
+import socket
 import time
 import timeit
 from typing import Any
@@ -31,10 +35,14 @@ from cache import policy
 from cache.fields import format_http_date
 from cache.settings import CacheSettings
 from cache.store import Meta, Store
-from workers.accesslog import Record
+from workers.accesslog import AccessLog, Record
 from workers.caching import CacheFront
+from workers.connection import PARK, ClientConnection, Context
 from workers.http1 import RequestHead
 from workers.proxy import Route
+from workers.scoreboard import Row, Slot
+from workers.settings import Limits, Server
+from workers.upstream import Pool
 
 KEY = "http://origin.test/c/1k"
 BODY = b"x" * 1024
@@ -53,24 +61,12 @@ BROWSER = [
 REQUESTS = {"plain": BROWSER, "if-none-match": [*BROWSER, ("If-None-Match", '"6650f0a1-400"')]}
 
 
-class _Row:
-    def add(self, name: str, amount: int = 1) -> None:
-        pass
-
-
-class _Conn:
-    """The part of ClientConnection that a hit touches; sending only drains the body."""
-
-    row = _Row()
-
-    def send_stored(self, head, record, status, headers, body, length) -> bool:
-        for _ in body:
-            pass
-        return True
+REQUEST_BYTES = {name: ("GET /c/1k HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode()
+                 for name, headers in REQUESTS.items()}
 
 
 def make_store() -> Store:
-    store = Store(fakeredis.FakeRedis(), CacheSettings(redis_url="redis://fake"), listen=True)
+    store = Store(fakeredis.FakeRedis(), CacheSettings(redis_url="redis://fake", l1_ttl=3600.0), listen=True)
     deadline = time.monotonic() + 5
     while not store.l1_trusted:
         if time.monotonic() > deadline:
@@ -86,9 +82,31 @@ def make_store() -> Store:
     return store
 
 
-def stages(store: Store, front: CacheFront, headers: list[tuple[str, str]]) -> dict[str, Any]:
+def connection(front: CacheFront, row: Row) -> tuple[ClientConnection, socket.socket]:
+    """A worker's connection on one end of a socketpair (the other end is the client's)."""
+    ctx = Context(server=Server(), limits=Limits(), origin=("http", "origin.test", 80),
+                  pool=Pool(size=1, idle_timeout=1, connect_timeout=1, read_timeout=1),
+                  access_log=AccessLog(""), cache=front, forward_proxy=False)
+    ours, client = socket.socketpair()
+    ours.setblocking(False)
+    conn = ClientConnection(ours, "127.0.0.1", ctx)
+    conn.row = row
+    return conn, client
+
+
+def inline(conn: ClientConnection, client: socket.socket, request: bytes, row: Row) -> None:
+    client.sendall(request)
+    outcome = conn.serve_inline(row)
+    answer = client.recv(65536)
+    if outcome != PARK or not answer.startswith(b"HTTP/1.1 "):
+        raise SystemExit(f"the hit was not answered inline: {outcome} {answer[:80]!r}")
+
+
+def stages(store: Store, front: CacheFront, name: str, row: Row) -> dict[str, Any]:
     """Stage name -> a no-argument callable running that stage once."""
-    settings, conn, record = front.settings, _Conn(), Record("bench")
+    headers, request = REQUESTS[name], REQUEST_BYTES[name]
+    settings, record = front.settings, Record("bench")
+    conn, client = connection(front, row)
     head = RequestHead("GET", "/c/1k", "1.1", headers, True, False, None)
     route = Route("reverse", "http", "origin.test", 80, "/c/1k", "origin.test")
     hit = store.lookup(KEY, headers)
@@ -101,8 +119,9 @@ def stages(store: Store, front: CacheFront, headers: list[tuple[str, str]]) -> d
         "decide_reuse": lambda: policy.decide_reuse("GET", policy.request_fields(headers),
                                                     hit.derived(settings, policy.prepare), settings, NOW),
         "(unprepared)": lambda: policy.decide_reuse("GET", headers, hit.meta, settings, NOW),
-        "serve_hit": lambda: front._serve_hit(conn, head, hit, decision.age, record, status),
-        "handle": lambda: front.handle(conn, head, route, record),
+        "serve_hit": lambda: (front._serve_hit(conn, head, hit, decision.age, record, status), client.recv(65536)),
+        "handle": lambda: (front.handle(conn, head, route, record), client.recv(65536)),
+        "inline": lambda: inline(conn, client, request, row),
     }
 
 
@@ -116,15 +135,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=15, help="rounds; the best is reported")
     options = parser.parse_args(argv)
     store = make_store()
+    slot = Slot(1)
     try:
         front = CacheFront(store, store.settings.policy(reverse=True), "prefork_proxy", pool=None)
         print(f"{'µs per hit':<14}" + "".join(f"{name:>15}" for name in REQUESTS))
-        table = {name: stages(store, front, headers) for name, headers in REQUESTS.items()}
+        table = {name: stages(store, front, name, slot.row(0)) for name in REQUESTS}
         for stage in table["plain"]:
             cells = [best_us(table[name][stage], options.number, options.rounds) for name in REQUESTS]
             print(f"{stage:<14}" + "".join(f"{cell:>15.2f}" for cell in cells))
     finally:
         store.close()
+        slot.close()
 
 
 if __name__ == "__main__":

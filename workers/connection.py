@@ -26,6 +26,7 @@ from .http1 import (END, LAST_CHUNK, HeadLimits, RequestHead, RequestReader, Res
                     ResponseReader, chunk_prefix, header_value, request_head_bytes, response_head_bytes)
 from .proxy import (Route, check_via, client_response_headers, connect_allowed, route,
                     upstream_request_headers)
+from .replay import Replays
 from .scoreboard import Row
 from .settings import Limits, Server
 from .tunnel import pump
@@ -58,6 +59,7 @@ class Context:
     forward_proxy: bool = True   # absolute-form requests to any host are proxied
     server_names: frozenset = frozenset()   # reverse mode: absolute-form hosts that mean the origin
     stopping: bool = False
+    replays: Replays = field(default_factory=Replays)   # the main thread's (workers.replay)
     head_limits: HeadLimits = field(init=False)
 
     def __post_init__(self) -> None:
@@ -195,6 +197,10 @@ class ClientConnection:
             return CLOSE
         if not data:
             return CLOSE
+        replayed = self._replay(data)
+        if replayed is not None:
+            return replayed
+        idle = not self.pending and not self.reader.in_head
         if not self.head_deadline:
             self.head_deadline = time.monotonic() + self.ctx.limits.header_timeout
         try:
@@ -202,8 +208,9 @@ class ClientConnection:
         except ProxyError as error:
             self.deferred = error
             return DISPATCH
+        raw = data if idle and self._one_request() else None
         while self.pending:
-            keep = self._serve_fast(self.pending[0])
+            keep = self._serve_fast(self.pending[0], raw)
             if keep is None:
                 return DISPATCH
             if self.unsent:                      # a handler thread finishes the sending
@@ -214,9 +221,37 @@ class ClientConnection:
         self.head_deadline = time.monotonic() + self.ctx.limits.header_timeout if self.reader.in_head else 0.0
         return PARK
 
-    def _serve_fast(self, head) -> bool | None:
+    def _one_request(self) -> bool:
+        """The bytes just fed were one bodiless request, whole, and nothing else."""
+        pending, reader = self.pending, self.reader
+        return len(pending) == 2 and pending[1] is END and not reader.in_head and not reader.stopped \
+            and isinstance(pending[0], RequestHead) and not pending[0].has_body
+
+    def _replay(self, data: bytes) -> str | None:
+        """`data` byte for byte a request the main thread answered from the L1 before (this
+        connection's or another's): answer it the same way without parsing, routing or checking
+        it again, all of which depend on nothing but those bytes and this worker's settings (the
+        client's address is checked once per connection, before its first request). None: it is
+        not one, or its object is no longer a fresh L1 hit: parse it as usual (nothing was sent)."""
+        if self.pending or self.reader.in_head or (self.ctx.access is not None and not self.client_checked):
+            return None
+        known = self.ctx.replays.get(data)
+        if known is None:
+            return None
+        head, target = known
+        keep = self._answer_from_l1(head, target)
+        if keep is None:
+            return None
+        self.row.add("bytes_in", len(data))
+        if self.unsent:
+            self.closing = not keep
+            return DISPATCH
+        return PARK if keep else CLOSE
+
+    def _serve_fast(self, head, raw: bytes | None = None) -> bool | None:
         """One request answered from the L1 (True/False: keep the connection), or None: not
-        something the main thread may answer (anything that could wait on I/O)."""
+        something the main thread may answer (anything that could wait on I/O). `raw`: the
+        request's bytes, when they were read alone: remembered for _replay."""
         ctx = self.ctx
         if not isinstance(head, RequestHead) or head.method not in ("GET", "HEAD") or head.has_body \
                 or ctx.cache is None or ctx.stopping or (ctx.access is not None and ctx.access.auth):
@@ -229,15 +264,27 @@ class ClientConnection:
             return None                          # a handler thread answers it
         if target.kind not in ("forward", "reverse"):
             return None
+        keep = self._answer_from_l1(head, target)
+        if keep is None:
+            return None
+        if raw is not None:
+            ctx.replays.remember(raw, head, target)
+        self.pending.popleft()
+        if self.pending and self.pending[0] is END:
+            self.pending.popleft()
+        return keep
+
+    def _answer_from_l1(self, head: RequestHead, target: Route) -> bool | None:
+        """A checked GET or HEAD answered from the L1, or None: nothing sent."""
+        ctx = self.ctx
+        if ctx.stopping:
+            return None
         started, record = time.monotonic(), Record(self.client_ip, started=time.time())
         if ctx.access_log.enabled:
             self._describe(head, record)
         keep = ctx.cache.serve_l1(self, head, target, record)
         if keep is None:
             return None
-        self.pending.popleft()
-        if self.pending and self.pending[0] is END:
-            self.pending.popleft()
         record.duration = time.monotonic() - started
         self.row.end(record.duration)
         ctx.access_log.log(record)
