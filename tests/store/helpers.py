@@ -24,7 +24,7 @@ class Clock:
 def small(**changes: object) -> CacheSettings:
     """Settings with small sizes, so a few KiB exercise chunking, streaming and the L1 bounds."""
     values: dict = dict(chunk_bytes=1024, max_object_bytes=64 * 1024, l1_max_bytes=1 << 20,
-                        l1_max_object_bytes=4096, ttl_margin=30.0, breaker_threshold=2, breaker_cooldown=5.0,
+                        l1_max_object_bytes=8192, ttl_margin=30.0, breaker_threshold=2, breaker_cooldown=5.0,
                         lock_timeout=2.0, lock_ttl=10.0)
     values.update(changes)
     return CacheSettings(**values)

@@ -28,7 +28,7 @@ def put_entry(l1: L1, tag: str, body: bytes, **kwargs) -> bool:
 
 
 def test_the_lru_is_bounded_in_bytes_and_evicts_the_least_recently_used(clock):
-    l1 = L1(max_bytes=3 * 1300, max_object_bytes=2000, clock=clock)
+    l1 = L1(max_bytes=3 * 2400, max_object_bytes=3000, clock=clock)   # 1000 bytes + overhead each
     for tag in "abc":
         assert put_entry(l1, tag, b"x" * 1000)
     assert l1.get("a", []) is not None                  # "a" is now the most recent
