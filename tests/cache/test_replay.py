@@ -166,13 +166,13 @@ def test_after_a_purge_the_twin_is_parsed_and_handed_to_a_thread(worker):
 
 
 def test_a_replayed_request_whose_object_went_stale_is_parsed_and_handed_on():
-    worker = Worker(max_age=1)
+    worker = Worker(max_age=2)         # Date has second resolution: fresh for 1-2 s
     try:
         conn, client = worker.connect()
         assert ask(worker, conn, client)[0] == PARK
         spy = FeedSpy(conn)
         outcome, answer = wait_until(lambda: (lambda o: o if o[0] == DISPATCH else None)(ask(worker, conn, client)),
-                                     5, "max-age=1 to run out")
+                                     5, "max-age=2 to run out")
         assert answer == b"" and spy.fed[-1] == REQUEST
     finally:
         worker.close()
