@@ -65,6 +65,10 @@ class ThreadedServer:
                 sock, _ = self.listener.accept()
             except OSError:
                 return
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                # scripted servers write a head and a body separately: without this, Nagle holds
+                # the body until the proxy's delayed ACK (~40 ms per keep-alive response)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self.connections += 1
                 number = self.connections
