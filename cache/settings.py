@@ -10,11 +10,11 @@ import ipaddress
 
 import msgspec
 
+from cache import redis_url
 from cache.model import Settings
 
 __all__ = ["CacheSettings"]
 
-_SCHEMES = ("redis://", "rediss://", "unix://")
 _MiB = 1 << 20
 
 
@@ -47,9 +47,11 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
     def __post_init__(self) -> None:
         url = self.redis_url
-        if url not in ("embedded", "") and not url.startswith(_SCHEMES):
-            raise ValueError(
-                f"`redis_url`: must be 'embedded', '' (no cache) or start with redis://, rediss:// or unix://, got {url!r}")
+        if url not in ("embedded", ""):
+            try:
+                redis_url.check(url)
+            except ValueError as error:
+                raise ValueError(f"`redis_url`: {error} (or be 'embedded', or '' for no cache), got {url!r}") from None
         if not self.key_prefix or any(c in self.key_prefix for c in "{} \t\r\n"):
             raise ValueError("`key_prefix`: must be a non-empty word without braces or spaces")
         self._positive("socket_timeout", "connect_timeout", "breaker_threshold", "breaker_cooldown",

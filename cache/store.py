@@ -51,6 +51,7 @@ from cache.l1 import L1, L1Entry
 from cache.layout import Keys, Meta, tag_of
 from cache.listener import Listener
 from cache.redis_store import VARY_MISS, Found, RedisStore
+from cache.redis_url import client_for
 from cache.settings import CacheSettings
 from cache.writer import Writer
 
@@ -115,9 +116,8 @@ class Hit:
 def make_client(url: str, settings: CacheSettings) -> redis.Redis:
     """A redis-py client (hiredis parser when installed) with short timeouts and no retries:
     the circuit breaker, not a retry loop, deals with a failing Redis."""
-    return redis.Redis.from_url(
-        url, socket_timeout=settings.socket_timeout, socket_connect_timeout=settings.connect_timeout,
-        retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    return client_for(url, socket_timeout=settings.socket_timeout, connect_timeout=settings.connect_timeout,
+                      retry=Retry(NoBackoff(), 0), health_check_interval=0)
 
 
 def connect(settings: CacheSettings, url: str | None = None) -> Store | None:

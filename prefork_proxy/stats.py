@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
-import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
+from cache.redis_url import client_for
 from workers.scoreboard import LATENCY_BOUNDS, Slot
 
 __all__ = ["Stats", "SCHEMA", "CACHE_RESULTS", "counter_totals", "hit_ratio", "health"]
@@ -192,8 +192,8 @@ def redact(url: str) -> str:
 
 def fetch_redis(url: str, timeout: float = _REDIS_TIMEOUT) -> dict:
     """PING and INFO (where the server has it: fakeredis has not) with short timeouts, no retry."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                  retry=Retry(NoBackoff(), 0), lib_name=None, lib_version=None)
+    client = client_for(url, socket_timeout=timeout, connect_timeout=timeout,
+                        retry=Retry(NoBackoff(), 0), lib_name=None, lib_version=None)
     try:
         started = time.monotonic()
         client.ping()

@@ -23,7 +23,8 @@ import redis
 from cache.embedded import EmbeddedError, redis_server_binary, terminate, wait_until_ready
 from support.wait import free_port
 
-__all__ = ["RedisServer", "redis_server", "redis_server_binary", "start_redis_server"]
+__all__ = ["RedisServer", "SentinelServer", "redis_server", "redis_server_binary", "start_redis_server",
+           "start_sentinel"]
 
 
 class RedisServer:
@@ -95,6 +96,60 @@ class RedisServer:
             client.close()
         self._terminate()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class SentinelServer(RedisServer):
+    """`redis-server --sentinel` watching one master as `service` (quorum 1: it alone decides a
+    failover), with short timers so a failover takes a second or two."""
+
+    def __init__(self, binary: str, service: str, master_port: int, down_after_ms: int = 500) -> None:
+        super().__init__(binary)
+        self.service, self.master_port, self.down_after_ms = service, master_port, down_after_ms
+
+    def sentinel_url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}"
+
+    def _launch(self, timeout: float) -> RedisServer:
+        config = f"{self.directory}/sentinel.conf"         # Sentinel rewrites its file: one of its own
+        with open(config, "w") as out:
+            out.write(f"sentinel monitor {self.service} 127.0.0.1 {self.master_port} 1\n"
+                      f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+                      f"sentinel failover-timeout {self.service} 3000\n")
+        self.process = subprocess.Popen(
+            [self.binary, config, "--sentinel", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self.directory, "--logfile", self.log_path, "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until_ready(self.url, self.process, timeout, self.log_path)
+        except EmbeddedError:
+            self._terminate()
+            raise
+        return self
+
+    def master(self) -> tuple[str, int] | None:
+        """The master's address as this Sentinel sees it now."""
+        found = self._ask("GET-MASTER-ADDR-BY-NAME")
+        return (found[0].decode(), int(found[1])) if found else None
+
+    def replicas(self) -> int:
+        return len(self._ask("REPLICAS"))
+
+    def _ask(self, command: str):
+        if not self._clients:
+            self.client(socket_timeout=2)
+        return self._clients[0].execute_command("SENTINEL", command, self.service)
+
+
+def start_sentinel(service: str, master_port: int, binary: str | None = None) -> SentinelServer:
+    binary = binary or redis_server_binary()
+    if binary is None:
+        raise FileNotFoundError("redis-server is not installed (make sysdeps)")
+    server = SentinelServer(binary, service, master_port)
+    try:
+        return server.start()
+    except BaseException:
+        server.stop()
+        raise
 
 
 def start_redis_server(*extra_args: str, binary: str | None = None, timeout: float = 10.0) -> RedisServer:
