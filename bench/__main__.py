@@ -37,6 +37,7 @@ SCENARIOS = (
     Scenario("nostore-1k", "no-store 1k", "/1k", KB, cached=False),
     Scenario("nostore-100k", "no-store 100k", "/100k", 100 * KB, cached=False),
     Scenario("hit-1k", "hit 1k", "/c/1k", KB, cached=True),
+    Scenario("hit-1k-varied", "hit 1k varied", "/c/1k", KB, cached=True, varied=True),
     Scenario("hit-100k", "hit 100k", "/c/100k", 100 * KB, cached=True),
 )
 GROUPS = {"nostore": [s for s in SCENARIOS if not s.cached], "hit": [s for s in SCENARIOS if s.cached]}
@@ -77,7 +78,7 @@ class Bench:
     def __init__(self, options: argparse.Namespace, tmp: Path) -> None:
         self.options, self.tmp = options, tmp
         self.settings = wrk.WrkSettings(options.duration, options.connections, options.threads)
-        self.script = wrk.write_script(tmp / "done.lua")
+        self.scripts = {varied: wrk.write_script(tmp / f"done-{varied}.lua", varied) for varied in (False, True)}
         self.started: list[Proc] = []
         self.warnings: list[str] = []     # cleanup problems, printed under the table
         self.started_at = time.strftime("%Y-%m-%d %H:%M:%S %z")
@@ -129,7 +130,7 @@ class Bench:
             proc = self.instance(contender, scenario.cached)
             result.notes = check(proc.port, scenario)
             url = f"http://{procs.LOOPBACK}:{proc.port}{scenario.path}"
-            result.load, result.wrk_output = wrk.run(url, self.settings, self.script)
+            result.load, result.wrk_output = wrk.run(url, self.settings, self.scripts[scenario.varied])
         except (StartError, CheckError, wrk.WrkError) as error:
             result.error = str(error) + self._exited(result.server)
         return result

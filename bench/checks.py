@@ -28,6 +28,7 @@ class Scenario:
     path: str
     size: int
     cached: bool    # a hit row: served from the proxy's cache after warm-up
+    varied: bool = False   # every request differs in a header (bench.wrk VARY_LUA)
 
 
 def served_from_cache(headers: http.client.HTTPMessage) -> bool | None:

@@ -1,6 +1,8 @@
 """One wrk run, read through a Lua `done()` hook that prints the summary as one JSON line.
 
-The hook defines no per-request function, so wrk's hot path is untouched. wrk counts a response with
+The hook defines no per-request function, so wrk's hot path is untouched; the `varied` script adds
+one that numbers each request in a header (`X-Bench-Request: N`), so no two requests are
+byte-identical (caches key on the URL, so hits stay hits). wrk counts a response with
 status >= 400 as a status error; the row's check has already verified a 200 before the run.
 """
 
@@ -59,8 +61,16 @@ class WrkSettings:
     threads: int = 2
 
 
-def write_script(path: Path) -> Path:
-    path.write_text(DONE_LUA)
+VARY_LUA = """local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, {["X-Bench-Request"] = tostring(counter)})
+end
+"""
+
+
+def write_script(path: Path, varied: bool = False) -> Path:
+    path.write_text(DONE_LUA + (VARY_LUA if varied else ""))
     return path
 
 
