@@ -71,17 +71,11 @@ def header_value(headers: list[tuple[str, str]], name: str) -> str | None:
     return ", ".join(values) if values else None
 
 
-def _framing(headers: list[tuple[str, str]]) -> tuple[str | None, int | None]:
-    """(the Transfer-Encoding value or None, the Content-Length or None); llhttp has already
-    rejected duplicate or non-numeric lengths and a length alongside a transfer coding."""
-    codings, length = None, None
-    for name, value in headers:
-        lname = name.lower()
-        if lname == "transfer-encoding":
-            codings = value if codings is None else f"{codings}, {value}"
-        elif lname == "content-length":
-            length = int(value)
-    return codings, (None if codings is not None else length)
+def _framing(codings: str | None, length: str | None) -> tuple[str | None, int | None]:
+    """(the Transfer-Encoding value or None, the Content-Length or None), from the field values the
+    reader collected; llhttp has already rejected duplicate or non-numeric lengths and a length
+    alongside a transfer coding."""
+    return codings, (None if codings is not None or length is None else int(length))
 
 
 def _final_chunked(codings: str) -> bool:
@@ -112,8 +106,11 @@ class _Reader:
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = self._trailer_bytes = 0
         self._raw_head_bytes = 0
+        self._feed_head = 0                     # head bytes counted in the current feed
         self._in_head = False
         self._head_began_in_feed = False
+        self._codings: str | None = None        # the head's Transfer-Encoding, lines combined
+        self._length: str | None = None         # its Content-Length
 
     def on_message_begin(self) -> None:
         self._headers = []
@@ -122,8 +119,10 @@ class _Reader:
         self._raw_head_bytes = 0
         self._in_head = True
         self._head_began_in_feed = True
+        self._codings = self._length = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Called once per field line of every message: kept flat (no helper calls) on purpose.
         size = len(name) + len(value) + 4
         if not self._in_head:
             # A trailer field (RFC 9112 §7.1.2): never merged into the head, never forwarded.
@@ -131,15 +130,38 @@ class _Reader:
             if self._trailer_bytes > _TRAILER_ALLOWANCE:
                 raise self._invalid("trailer section too large")
             return
-        if size > self.limits.header_line:
-            raise self._too_large(f"header field {name[:40]!r} longer than {self.limits.header_line} bytes")
-        if len(self._headers) >= self.limits.header_count:
-            raise self._too_large(f"more than {self.limits.header_count} header fields")
-        self._add_head_bytes(size)
+        limits = self.limits
+        self._head_bytes += size
+        self._feed_head += size + 2             # + the CRLF
+        if size > limits.header_line or self._head_bytes > limits.header_bytes \
+                or len(self._headers) >= limits.header_count:
+            raise self._head_limit(name, size)
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        if len(name) in (14, 17):               # len("content-length"), len("transfer-encoding")
+            self._framing_field(name.lower(), value)
+
+    def _framing_field(self, lname: bytes, value: bytes) -> None:
+        if lname == b"transfer-encoding":
+            self._transfer_coding(value)
+            text = value.decode("latin-1")
+            self._codings = text if self._codings is None else f"{self._codings}, {text}"
+        elif lname == b"content-length":
+            self._length = value.decode("latin-1")
+
+    def _transfer_coding(self, value: bytes) -> None:
+        """A Transfer-Encoding field line: the request side checks it."""
+
+    def _head_limit(self, name: bytes, size: int) -> ProxyError:
+        limits = self.limits
+        if size > limits.header_line:
+            return self._too_large(f"header field {name[:40]!r} longer than {limits.header_line} bytes")
+        if len(self._headers) >= limits.header_count:
+            return self._too_large(f"more than {limits.header_count} header fields")
+        return self._too_large(f"header section larger than {limits.header_bytes} bytes")
 
     def _add_head_bytes(self, size: int) -> None:
         self._head_bytes += size
+        self._feed_head += size + 2             # + the request line's framing
         if self._head_bytes > self.limits.header_bytes:
             raise self._too_large(f"header section larger than {self.limits.header_bytes} bytes")
 
@@ -212,12 +234,7 @@ class RequestReader(_Reader):
         self._add_head_bytes(len(url))
         self._url.append(url)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        if name.lower() == b"transfer-encoding":
-            self._check_transfer_coding(value)
-
-    def _check_transfer_coding(self, value: bytes) -> None:
+    def _transfer_coding(self, value: bytes) -> None:
         self._te_count += 1
         if self._te_count > 1:
             raise BadRequest("more than one Transfer-Encoding field")
@@ -230,7 +247,7 @@ class RequestReader(_Reader):
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise VersionNotSupported(f"HTTP/{version} is not supported")
-        codings, length = _framing(self._headers)   # codings is "chunked" (checked in on_header)
+        codings, length = _framing(self._codings, self._length)   # codings is "chunked" (checked per line)
         self.events.append(RequestHead(
             method=parser.get_method().decode("ascii"), target=b"".join(self._url).decode("latin-1"),
             version=version, headers=self._headers, keep_alive=parser.should_keep_alive(),
@@ -254,10 +271,6 @@ class RequestReader(_Reader):
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
         self._feed_body += len(body)
-
-    def _add_head_bytes(self, size: int) -> None:
-        super()._add_head_bytes(size)
-        self._feed_head += size + 2             # + the CRLF (or the request line's framing)
 
     def _check_chunk_framing(self, size: int) -> None:
         if not self._chunked_body:
@@ -326,7 +339,7 @@ class ResponseReader(_Reader):
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
-        codings, length = _framing(self._headers)
+        codings, length = _framing(self._codings, self._length)
         chunked = codings is not None and _final_chunked(codings)
         bodiless = self.head_only or status < 200 or status in (204, 304)
         version = parser.get_http_version()
