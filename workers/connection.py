@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import time
 from collections import deque
@@ -30,7 +31,7 @@ from .replay import Replays
 from .scoreboard import Row
 from .settings import Limits, Server
 from .tunnel import pump
-from .upstream import RECV_SIZE, Pool, Upstream, sendmsg_all, is_reset, open_connection
+from .upstream import RECV_SIZE, Pool, Upstream, is_reset, open_connection, recv_within, send_all, wait_for
 
 __all__ = ["Context", "ClientConnection", "Fetched", "Tee"]
 
@@ -107,6 +108,7 @@ class ClientConnection:
     """
 
     def __init__(self, sock: socket.socket, client_ip: str, ctx: Context) -> None:
+        sock.setblocking(False)      # for good: reads and writes wait with poll() only when they must
         self.sock, self.client_ip, self.ctx = sock, client_ip, ctx
         self.reader = RequestReader(ctx.head_limits)
         self.pending: deque = deque()
@@ -187,8 +189,6 @@ class ClientConnection:
             self.inline = False
 
     def _inline(self, row: Row) -> str:
-        if self.sock.gettimeout() != 0.0:        # settimeout() is a syscall: skip it when it is set
-            self.sock.settimeout(0.0)
         try:
             data = self.sock.recv(RECV_SIZE)
         except BlockingIOError:
@@ -351,10 +351,11 @@ class ClientConnection:
             raise _ClientGone()            # idle past the keep-alive timeout
         # After a hit, park at once: the main thread answers the next hit without a hand-off.
         linger = self.ctx.stop_grace if self.ctx.stopping else 0.0 if self.hot else self.ctx.linger
-        self.sock.settimeout(min(linger, self.deadline - now))
         try:
+            if not wait_for(self.sock, select.POLLIN, min(linger, self.deadline - now)):
+                return None
             data = self.sock.recv(RECV_SIZE)
-        except (socket.timeout, BlockingIOError):
+        except BlockingIOError:
             return None
         except OSError:
             raise _ClientGone() from None
@@ -366,9 +367,8 @@ class ClientConnection:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise on_timeout
-        self.sock.settimeout(remaining)
         try:
-            return self.sock.recv(RECV_SIZE)
+            return recv_within(self.sock, remaining)
         except socket.timeout:
             raise on_timeout from None
         except OSError:
@@ -721,8 +721,7 @@ class ClientConnection:
             self._send_nowait(parts)
             return
         try:
-            self.sock.settimeout(self.ctx.send_timeout)
-            sendmsg_all(self.sock, parts)
+            send_all(self.sock, parts, self.ctx.send_timeout)
         except OSError:
             raise _ClientGone() from None
 

@@ -6,6 +6,11 @@
 # Before reuse, a peek tells whether the origin closed it while idle. The caller retries once on a
 # fresh connection when a *reused* one dies before the first response byte (idempotent, bodiless
 # requests only), because that is the race every keep-alive client loses now and then.
+#
+# Plain TCP sockets, to origins and to clients, stay non-blocking and wait with one poll() only
+# when the kernel cannot take or give bytes at once (`send_all`, `recv_within`). A socket with a
+# timeout would poll before every send and switch modes with an ioctl on every settimeout(): each
+# of those syscalls releases the GIL, and with many busy threads each release is a thread switch.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from collections.abc import Callable
 from .errors import BadGateway, GatewayTimeout, ProxyError, UpstreamClosed
 from .http1 import END, HeadLimits, ResponseHead, ResponseReader, request_head_bytes
 
-__all__ = ["Pool", "Upstream", "RECV_SIZE", "fetch_whole", "open_connection", "sendmsg_all", "Check"]
+__all__ = ["Pool", "Upstream", "RECV_SIZE", "fetch_whole", "open_connection", "recv_within", "send_all",
+           "wait_for", "Check"]
 
 Check = Callable[[str, int], None]   # raises a ProxyError to refuse an address
 
@@ -31,27 +37,35 @@ _RESPONSE_LIMITS = HeadLimits(request_line=8192, header_line=65536, header_bytes
 
 
 class Upstream:
-    """One connection to an origin."""
+    """One connection to an origin. Sends and receives raise socket.timeout (TimeoutError) after
+    `timeout` seconds without progress. A TLS socket keeps ssl's own timeout mode; a plain one is
+    non-blocking (see the module's design note)."""
 
-    __slots__ = ("sock", "key", "reused", "idle_since", "_tls")
+    __slots__ = ("sock", "key", "reused", "idle_since", "timeout", "_tls")
 
-    def __init__(self, sock: socket.socket, key: tuple[str, str, int]) -> None:
-        self.sock, self.key = sock, key
+    def __init__(self, sock: socket.socket, key: tuple[str, str, int], timeout: float = 30.0) -> None:
+        self.sock, self.key, self.timeout = sock, key, timeout
         self.reused = False
         self.idle_since = 0.0
         self._tls = isinstance(sock, ssl.SSLSocket)
+        if self._tls:
+            sock.settimeout(timeout)
+        else:
+            sock.setblocking(False)
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        self.send_parts([data])
 
     def send_parts(self, parts: list[bytes]) -> None:
         if self._tls:
             self.sock.sendall(b"".join(parts))
         else:
-            sendmsg_all(self.sock, parts)
+            send_all(self.sock, parts, self.timeout)
 
     def recv(self) -> bytes:
-        return self.sock.recv(RECV_SIZE)
+        if self._tls:
+            return self.sock.recv(RECV_SIZE)
+        return recv_within(self.sock, self.timeout)
 
     def reader(self, head_only: bool) -> ResponseReader:
         return ResponseReader(_RESPONSE_LIMITS, head_only=head_only)
@@ -61,7 +75,7 @@ class Upstream:
         an idle keep-alive connection has nothing to read, so readable means EOF or garbage."""
         if self._tls and self.sock.pending():
             return False
-        return not _readable(self.sock)
+        return not wait_for(self.sock, select.POLLIN, 0)
 
     def close(self) -> None:
         try:
@@ -70,22 +84,42 @@ class Upstream:
             pass
 
 
-def _readable(sock: socket.socket) -> bool:
+def wait_for(sock: socket.socket, event: int, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for `event` (select.POLLIN / POLLOUT) on a socket; True if
+    it came (or the socket failed: the next call on it says how). One poll() syscall."""
     poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+    poller.register(sock, event)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
 
 
-def sendmsg_all(sock: socket.socket, parts: list[bytes]) -> None:
-    """sendmsg() with scatter/gather, so a body piece is never copied to add chunk framing."""
+def recv_within(sock: socket.socket, timeout: float) -> bytes:
+    """recv() on a non-blocking socket, waiting up to `timeout` for bytes: socket.timeout if none."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not wait_for(sock, select.POLLIN, deadline - time.monotonic()):
+            raise socket.timeout("timed out")
+        try:
+            return sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            continue                     # a spurious wake-up: wait again
+
+
+def send_all(sock: socket.socket, parts: list[bytes], timeout: float) -> None:
+    """sendmsg() every part on a non-blocking socket; when the kernel's buffer is full, wait up to
+    `timeout` seconds for room each time (socket.timeout if none comes). Usually one syscall."""
     views = [memoryview(part) for part in parts if part]
     while views:
-        sent = sock.sendmsg(views)
+        try:
+            sent = sock.sendmsg(views)
+        except BlockingIOError:
+            sent = 0
         while views and sent >= len(views[0]):
             sent -= len(views[0])
             views.pop(0)
         if sent:
             views[0] = views[0][sent:]
+        elif views and not wait_for(sock, select.POLLOUT, timeout):
+            raise socket.timeout("timed out")
 
 
 class Pool:
@@ -144,7 +178,7 @@ class Pool:
         sock.settimeout(self.read_timeout)
         if scheme == "https":
             sock = self._wrap_tls(sock, host)
-        return Upstream(sock, key)
+        return Upstream(sock, key, self.read_timeout)
 
     def _wrap_tls(self, sock: socket.socket, host: str) -> ssl.SSLSocket:
         if self._tls_context is None:

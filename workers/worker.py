@@ -258,8 +258,7 @@ class _Worker:
         self.selector.unregister(conn.sock)
         if last_words:
             try:
-                conn.sock.setblocking(False)
-                conn.sock.send(last_words)
+                conn.sock.send(last_words)       # the socket is non-blocking (ClientConnection)
             except OSError:
                 pass
         conn.close()
