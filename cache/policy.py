@@ -168,22 +168,19 @@ class NoMatch:
 def decide_store(method: str, request_headers: Headers, status: int, response_headers: Headers,
                  settings: Settings, *, request_time: float, response_time: float) -> Store | DontStore:
     """Whether and how long to store a response that just arrived (request sent at request_time)."""
-    refusal = _storage_refusal(method, request_headers, status, response_headers, settings)
+    governing = response_directives(response_headers, settings.targeted_fields)   # read once
+    refusal = (_request_refusal(method, request_headers, governing[0], settings)
+               or _content_refusal(status, response_headers, settings, governing))
     if refusal is not None:
         return refusal
-    store = _build(status, response_headers, request_headers, settings, request_time, response_time)
+    store = _build(status, response_headers, request_headers, settings, request_time, response_time,
+                   governing[0])
     return store if store.ttl > 0 else DontStore("stale-on-arrival", "RFC 9111 §4.2")
 
 
-def _storage_refusal(method: str, request_headers: Headers, status: int, headers: Headers,
-                     settings: Settings) -> DontStore | None:
-    directives, _ = response_directives(headers, settings.targeted_fields)
-    return (_request_refusal(method, request_headers, directives, settings)
-            or _content_refusal(status, headers, settings))
-
-
-def _content_refusal(status: int, headers: Headers, settings: Settings) -> DontStore | None:
-    directives, targeted = response_directives(headers, settings.targeted_fields)
+def _content_refusal(status: int, headers: Headers, settings: Settings,
+                     governing: tuple[Directives, bool] | None = None) -> DontStore | None:
+    directives, targeted = governing or response_directives(headers, settings.targeted_fields)
     return _status_refusal(status, directives) or _response_refusal(status, headers, directives, targeted, settings)
 
 
@@ -233,8 +230,9 @@ def _response_refusal(status: int, headers: Headers, directives: Directives, tar
 
 
 def _build(status: int, headers: Headers, request_headers: Headers, settings: Settings,
-           request_time: float, response_time: float) -> Store:
-    directives, _ = response_directives(headers, settings.targeted_fields)
+           request_time: float, response_time: float, directives: Directives | None = None) -> Store:
+    if directives is None:
+        directives, _ = response_directives(headers, settings.targeted_fields)
     kept = without(_with_date(headers, response_time), _unstored_names(headers, directives, settings))
     key = secondary_key(request_headers, vary_names(kept) or ())
     response = StoredResponse(status, kept, request_time, response_time, key)
@@ -421,12 +419,12 @@ def freshen_head(stored: StoredResponse, request_headers: Headers, response_head
 def _updated(stored: StoredResponse, request_headers: Headers, headers: Headers, settings: Settings,
              request_time: float, response_time: float) -> Store | ServeOnce:
     merged = _merge(stored.headers, _with_date(headers, response_time))
-    store = _build(stored.status, merged, request_headers, settings, request_time, response_time)
-    directives, _ = response_directives(merged, settings.targeted_fields)
-    refusal = _request_refusal("GET", request_headers, directives, settings)
+    governing = response_directives(merged, settings.targeted_fields)
+    store = _build(stored.status, merged, request_headers, settings, request_time, response_time, governing[0])
+    refusal = _request_refusal("GET", request_headers, governing[0], settings)
     if refusal is not None:
         return ServeOnce(store.response, refusal.detail, drop=False)
-    refusal = _content_refusal(stored.status, merged, settings)
+    refusal = _content_refusal(stored.status, merged, settings, governing)
     if refusal is not None or store.ttl <= 0:
         return ServeOnce(store.response, refusal.detail if refusal else "stale-on-arrival", drop=True)
     return store

@@ -10,8 +10,8 @@ __all__ = ["vary_names", "secondary_key", "field_values"]
 
 def field_values(headers: list[tuple[str, str]], name: str) -> list[str]:
     """All values of field `name` (case-insensitive), in order."""
-    lname = name.lower()
-    return [value for key, value in headers if key.lower() == lname]
+    lname, size = name.lower(), len(name)
+    return [value for key, value in headers if len(key) == size and key.lower() == lname]
 
 
 def vary_names(response_headers: list[tuple[str, str]]) -> tuple[str, ...] | None:
