@@ -1,7 +1,8 @@
 """Circuit breakers around Redis: a slow, down or full Redis costs the proxy caching, never availability.
 
 design: every Redis operation runs through `Guard.read` or `Guard.write`. A failure of any kind
-(`redis.RedisError`: connection refused, timeout, -OOM, -READONLY, ...) becomes `Unavailable` for the
+(`redis.RedisError` or redis-py's cluster errors: connection refused, timeout, -OOM, -READONLY, a
+slot no node serves, ...) becomes `Unavailable` for the
 caller inside `cache/`, and the store's public methods turn that into None/False (ARCHITECTURE
 "Cache": Redis is an optimisation, never a dependency of availability).
 
@@ -20,14 +21,15 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import TypeVar
 
-from redis.exceptions import ConnectionError, RedisError, TimeoutError
+from redis.exceptions import ClusterDownError, ConnectionError, RedisClusterException, RedisError, TimeoutError
 
 __all__ = ["Breaker", "Guard", "Unavailable"]
 
 log = logging.getLogger("cache.store")
 T = TypeVar("T")
 
-_UNREACHABLE = (ConnectionError, TimeoutError)
+_FAILURES = (RedisError, RedisClusterException)    # the latter: a cluster with slots nobody serves
+_UNREACHABLE = (ConnectionError, TimeoutError, ClusterDownError, RedisClusterException)
 _LATENCY_SAMPLES = 256
 
 
@@ -118,7 +120,7 @@ class Guard:
         started = self._clock()
         try:
             result = op()
-        except RedisError as error:
+        except _FAILURES as error:
             self._failed(circuit, error)
             raise Unavailable(f"{type(error).__name__}: {error}") from error
         except BaseException:
@@ -129,7 +131,7 @@ class Guard:
             log.warning("cache: Redis %s work again; caching resumes", circuit.name)
         return result
 
-    def _failed(self, circuit: Breaker, error: RedisError) -> None:
+    def _failed(self, circuit: Breaker, error: Exception) -> None:
         self.errors[type(error).__name__] += 1
         # Unreachable: nothing will work. A refused write (-OOM, -READONLY) or any other error:
         # only this kind of operation.

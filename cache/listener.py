@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 __all__ = ["Listener"]
 
@@ -52,12 +52,13 @@ class Listener:
     def _run(self) -> None:
         backoff = _BACKOFF_MIN
         while not self._stop.is_set():
-            pubsub = self._client.pubsub()
+            pubsub = None
             try:
+                pubsub = self._client.pubsub()     # a cluster client may reach the nodes only now
                 self._subscribe(pubsub)
                 backoff = _BACKOFF_MIN
                 self._listen(pubsub)
-            except (RedisError, OSError, _Silent) as error:
+            except (RedisError, RedisClusterException, OSError, _Silent) as error:
                 if self.connected:
                     log.warning("cache: invalidation listener lost (%s); L1 cleared until it is back", error)
             except Exception:
@@ -100,7 +101,9 @@ class Listener:
             self._on_state(connected)
 
 
-def _close(pubsub: redis.client.PubSub) -> None:
+def _close(pubsub: redis.client.PubSub | None) -> None:
+    if pubsub is None:
+        return
     try:
         pubsub.close()
     except (RedisError, OSError):

@@ -13,7 +13,9 @@ facade in `cache.store` combines this with the L1. Rules from ARCHITECTURE "Cach
 
 DEVIATION: compare-and-delete uses WATCH/MULTI instead of a Lua script: the embedded fallback
 (fakeredis without the optional `lupa`) has no scripting, and one code path serves both. Every key
-involved shares one hash tag, so this also works on Redis Cluster.
+involved shares one hash tag, so this also works on Redis Cluster. There a transaction cannot carry
+PUBLISH (it names no key, so no slot): the message is sent right after EXEC instead (`_announce`),
+which gives other processes the same news a round trip later.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import NamedTuple
 import msgspec
 import redis
 from redis.client import Pipeline
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError, WatchError
 
 from cache.breaker import Guard, Unavailable
@@ -59,12 +62,24 @@ def _ms(seconds: float) -> int:
 class RedisStore:
     def __init__(self, client: redis.Redis, guard: Guard, *, prefix: str, ttl_margin: float) -> None:
         self.client, self.guard = client, guard
+        self.cluster = isinstance(client, RedisCluster) or getattr(client, "is_cluster", False)
         self.prefix, self.ttl_margin = prefix, ttl_margin
         self.channel = f"{prefix}:events"
         self.origin = secrets.token_hex(4)   # in our own messages, so our listener can skip them
 
     def _invalidation(self, keys: Keys) -> bytes:
         return f"i:{keys.tag}:{self.origin}".encode()
+
+    def _announce(self, pipe: Pipeline, message: bytes) -> bytes | None:
+        """Queue `message` for the channel in the transaction; on a cluster, return it for _late."""
+        if self.cluster:
+            return message
+        pipe.publish(self.channel, message)
+        return None
+
+    def _late(self, message: bytes | None) -> None:
+        if message is not None:
+            self.client.publish(self.channel, message)
 
     def keys(self, primary_key: str) -> Keys:
         return Keys(self.prefix, primary_key)
@@ -183,8 +198,10 @@ class RedisStore:
             for key in earlier:            # the final TTL; 0 means the chunk was evicted meanwhile
                 pipe.pexpire(key, _ms(meta.ttl + self.ttl_margin))
             pipe.set(keys.meta(vid), raw, px=_ms(meta.ttl), get=True)
-            self._index_and_notify(pipe, keys, vid, meta)
-            return pipe.execute()
+            late = self._index_and_notify(pipe, keys, vid, meta)
+            results = pipe.execute()
+            self._late(late)
+            return results
 
         results = self.guard.write(op)
         offset = 1 if last is not None else 0
@@ -194,11 +211,11 @@ class RedisStore:
         self._retire(keys, results[offset + len(earlier)], meta.body_id)
         return True
 
-    def _index_and_notify(self, pipe: Pipeline, keys: Keys, vid: str, meta: Meta) -> None:
+    def _index_and_notify(self, pipe: Pipeline, keys: Keys, vid: str, meta: Meta) -> bytes | None:
         pipe.hset(keys.index, vid, encode_names(meta.vary))
         pipe.pexpire(keys.index, _ms(meta.ttl), nx=True)    # a new index gets this TTL,
         pipe.pexpire(keys.index, _ms(meta.ttl), gt=True)    # an old one keeps the longest
-        pipe.publish(self.channel, self._invalidation(keys))
+        return self._announce(pipe, self._invalidation(keys))
 
     def _retire(self, keys: Keys, old_raw: bytes | None, new_body_id: str) -> None:
         """Old chunks of a replaced variant: expire them after `ttl_margin` (readers may be streaming)."""
@@ -231,8 +248,9 @@ class RedisStore:
                     pipe.set(keys.meta(vid), encode_record(new, old.inline), px=_ms(new.ttl))
                     for key in keys.chunks(new):
                         pipe.pexpire(key, _ms(new.ttl + self.ttl_margin))
-                    self._index_and_notify(pipe, keys, vid, new)
+                    late = self._index_and_notify(pipe, keys, vid, new)
                     pipe.execute()
+                    self._late(late)
                     return True
                 except WatchError:
                     return False
@@ -252,8 +270,10 @@ class RedisStore:
         def op() -> int:
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(*doomed)
-            pipe.publish(self.channel, self._invalidation(keys))
-            return pipe.execute()[0]
+            late = self._announce(pipe, self._invalidation(keys))
+            deleted = pipe.execute()[0]
+            self._late(late)
+            return deleted
 
         return self.guard.write(op) > 0
 
@@ -268,7 +288,12 @@ class RedisStore:
     def unlock(self, keys: Keys, token: str) -> bool:
         """Release the lock if it is still ours, and wake the waiters of every process."""
         done = b"d:" + keys.tag.encode()
-        return self._delete_if(keys.lock, token.encode(), lambda pipe: pipe.publish(self.channel, done))
+        if not self.cluster:
+            return self._delete_if(keys.lock, token.encode(), lambda pipe: pipe.publish(self.channel, done))
+        released = self._delete_if(keys.lock, token.encode(), lambda pipe: None)
+        if released:
+            self.guard.write(lambda: self._late(done))
+        return released
 
     # -- operations
 

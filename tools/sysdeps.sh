@@ -4,7 +4,7 @@
 set -euo pipefail
 what=${1:-test}
 case "$what" in
-  test)  need=(redis-server:redis-server curl:curl chromium:chromium) ;;
+  test)  need=(redis-server:redis-server redis-cli:redis-tools curl:curl chromium:chromium) ;;
   bench) need=(nginx:nginx wrk:wrk curl:curl) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac

@@ -21,9 +21,9 @@ def test_defaults_are_valid():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("redis_url", "http://x", "`redis_url`: must start with redis://, rediss://, unix://, redis+sentinel://"),
+    ("redis_url", "http://x", "`redis_url`: must start with redis://, rediss://, unix://, redis+sentinel://, redis+cluster://"),
     ("redis_url", "redis+sentinel://127.0.0.1:26379", "`redis_url`: names no service"),
-    ("redis_url", "redis+sentinel://h:99999/svc", "`redis_url`: sentinel address 'h:99999' has a bad port"),
+    ("redis_url", "redis+sentinel://h:99999/svc", "`redis_url`: address 'h:99999' has a bad port"),
     ("redis_url", "redis+sentinel://h/svc/x", "`redis_url`: database 'x' is not a number"),
     ("key_prefix", "a{b}", "`key_prefix`: must be"),
     ("socket_timeout", 0, "`socket_timeout`: must be > 0"),

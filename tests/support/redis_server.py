@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,8 +24,8 @@ import redis
 from cache.embedded import EmbeddedError, redis_server_binary, terminate, wait_until_ready
 from support.wait import free_port
 
-__all__ = ["RedisServer", "SentinelServer", "redis_server", "redis_server_binary", "start_redis_server",
-           "start_sentinel"]
+__all__ = ["RedisServer", "SentinelServer", "redis_server", "redis_server_binary", "start_cluster",
+           "start_redis_server", "start_sentinel"]
 
 
 class RedisServer:
@@ -149,6 +150,34 @@ def start_sentinel(service: str, master_port: int, binary: str | None = None) ->
         return server.start()
     except BaseException:
         server.stop()
+        raise
+
+
+def start_cluster(size: int = 3, binary: str | None = None, timeout: float = 20.0) -> list[RedisServer]:
+    """`size` cluster-enabled servers joined into one Redis Cluster (no replicas) that reports
+    cluster_state:ok; stop each yourself (they are stopped here if the cluster does not form)."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise FileNotFoundError("redis-cli is not installed (make sysdeps)")
+    nodes: list[RedisServer] = []
+    try:
+        for _ in range(size):
+            node = RedisServer(binary or redis_server_binary() or "redis-server", ())
+            node.extra_args = ("--cluster-enabled", "yes", "--cluster-config-file", f"{node.directory}/nodes.conf",
+                               "--cluster-node-timeout", "2000")
+            nodes.append(node.start())
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in nodes),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=timeout)
+        deadline, clients = time.monotonic() + timeout, [node.client() for node in nodes]
+        while not all(client.cluster("info")["cluster_state"] == "ok" for client in clients):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+        return nodes
+    except BaseException:
+        for node in nodes:
+            node.stop()
         raise
 
 
