@@ -127,19 +127,17 @@ def check_via(value: str, pseudonym: str) -> None:
 
 
 def _connection_tokens(headers: list[tuple[str, str]]) -> frozenset[str]:
-    tokens = set()
+    tokens: set[str] = set()
     for name, value in headers:
-        if name.lower() == "connection":
+        if len(name) == 10 and name.lower() == "connection":      # the length test is the cheap one
             tokens.update(token.strip().lower() for token in value.split(","))
     return frozenset(tokens)
 
 
 def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """RFC 9110 §7.6.1: drop hop-by-hop fields and those the Connection field names."""
-    named = _connection_tokens(headers)
-    if named:
-        return [(n, v) for n, v in headers if n.lower() not in _HOP_BY_HOP and n.lower() not in named]
-    return [(n, v) for n, v in headers if n.lower() not in _HOP_BY_HOP]
+    dropped = _HOP_BY_HOP | _connection_tokens(headers)
+    return [(n, v) for n, v in headers if n.lower() not in dropped]
 
 
 # Fields a client could use to make a reverse-proxied origin believe something about the request
