@@ -14,7 +14,7 @@ facade in `cache.store` combines this with the L1. Rules from ARCHITECTURE "Cach
 DEVIATION: compare-and-delete uses WATCH/MULTI instead of a Lua script: the embedded fallback
 (fakeredis without the optional `lupa`) has no scripting, and one code path serves both. Every key
 involved shares one hash tag, so this also works on Redis Cluster. There a transaction cannot carry
-PUBLISH (it names no key, so no slot): the message is sent right after EXEC instead (`_announce`),
+PUBLISH (it names no key, so no slot): the message is sent right after EXEC instead (`_execute`),
 which gives other processes the same news a round trip later.
 """
 
@@ -70,16 +70,16 @@ class RedisStore:
     def _invalidation(self, keys: Keys) -> bytes:
         return f"i:{keys.tag}:{self.origin}".encode()
 
-    def _announce(self, pipe: Pipeline, message: bytes) -> bytes | None:
-        """Queue `message` for the channel in the transaction; on a cluster, return it for _late."""
-        if self.cluster:
-            return message
+    def _execute(self, pipe: Pipeline, message: bytes | None = None) -> list:
+        """Run the queued transaction and publish `message` on the channel with it: inside it, or
+        right after EXEC on a cluster. The results are those of the queued commands, in order."""
+        if message is None or self.cluster:
+            results = pipe.execute()
+            if message is not None:
+                self.client.publish(self.channel, message)
+            return results
         pipe.publish(self.channel, message)
-        return None
-
-    def _late(self, message: bytes | None) -> None:
-        if message is not None:
-            self.client.publish(self.channel, message)
+        return pipe.execute()[:-1]
 
     def keys(self, primary_key: str) -> Keys:
         return Keys(self.prefix, primary_key)
@@ -157,8 +157,9 @@ class RedisStore:
 
         return self._delete_if(keys.meta(vid), raw, also)
 
-    def _delete_if(self, key: str, expected: bytes, also: Callable[[Pipeline], None]) -> bool:
-        """Compare-and-delete `key` (plus what `also` queues) in one transaction."""
+    def _delete_if(self, key: str, expected: bytes, also: Callable[[Pipeline], None] = lambda pipe: None,
+                   message: bytes | None = None) -> bool:
+        """Compare-and-delete `key` (plus what `also` queues) in one transaction, then `message`."""
         def op() -> bool:
             with self.client.pipeline(transaction=True) as pipe:
                 try:
@@ -168,7 +169,7 @@ class RedisStore:
                     pipe.multi()
                     pipe.delete(key)
                     also(pipe)
-                    pipe.execute()
+                    self._execute(pipe, message)
                     return True
                 except WatchError:
                     return False
@@ -198,10 +199,8 @@ class RedisStore:
             for key in earlier:            # the final TTL; 0 means the chunk was evicted meanwhile
                 pipe.pexpire(key, _ms(meta.ttl + self.ttl_margin))
             pipe.set(keys.meta(vid), raw, px=_ms(meta.ttl), get=True)
-            late = self._index_and_notify(pipe, keys, vid, meta)
-            results = pipe.execute()
-            self._late(late)
-            return results
+            self._index(pipe, keys, vid, meta)
+            return self._execute(pipe, self._invalidation(keys))
 
         results = self.guard.write(op)
         offset = 1 if last is not None else 0
@@ -211,11 +210,10 @@ class RedisStore:
         self._retire(keys, results[offset + len(earlier)], meta.body_id)
         return True
 
-    def _index_and_notify(self, pipe: Pipeline, keys: Keys, vid: str, meta: Meta) -> bytes | None:
+    def _index(self, pipe: Pipeline, keys: Keys, vid: str, meta: Meta) -> None:
         pipe.hset(keys.index, vid, encode_names(meta.vary))
         pipe.pexpire(keys.index, _ms(meta.ttl), nx=True)    # a new index gets this TTL,
         pipe.pexpire(keys.index, _ms(meta.ttl), gt=True)    # an old one keeps the longest
-        return self._announce(pipe, self._invalidation(keys))
 
     def _retire(self, keys: Keys, old_raw: bytes | None, new_body_id: str) -> None:
         """Old chunks of a replaced variant: expire them after `ttl_margin` (readers may be streaming)."""
@@ -248,9 +246,8 @@ class RedisStore:
                     pipe.set(keys.meta(vid), encode_record(new, old.inline), px=_ms(new.ttl))
                     for key in keys.chunks(new):
                         pipe.pexpire(key, _ms(new.ttl + self.ttl_margin))
-                    late = self._index_and_notify(pipe, keys, vid, new)
-                    pipe.execute()
-                    self._late(late)
+                    self._index(pipe, keys, vid, new)
+                    self._execute(pipe, self._invalidation(keys))
                     return True
                 except WatchError:
                     return False
@@ -270,10 +267,7 @@ class RedisStore:
         def op() -> int:
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(*doomed)
-            late = self._announce(pipe, self._invalidation(keys))
-            deleted = pipe.execute()[0]
-            self._late(late)
-            return deleted
+            return self._execute(pipe, self._invalidation(keys))[0]
 
         return self.guard.write(op) > 0
 
@@ -287,13 +281,7 @@ class RedisStore:
 
     def unlock(self, keys: Keys, token: str) -> bool:
         """Release the lock if it is still ours, and wake the waiters of every process."""
-        done = b"d:" + keys.tag.encode()
-        if not self.cluster:
-            return self._delete_if(keys.lock, token.encode(), lambda pipe: pipe.publish(self.channel, done))
-        released = self._delete_if(keys.lock, token.encode(), lambda pipe: None)
-        if released:
-            self.guard.write(lambda: self._late(done))
-        return released
+        return self._delete_if(keys.lock, token.encode(), message=b"d:" + keys.tag.encode())
 
     # -- operations
 

@@ -254,7 +254,7 @@ class ClientConnection:
         request's bytes, when they were read alone: remembered for _replay."""
         ctx = self.ctx
         if not isinstance(head, RequestHead) or head.method not in ("GET", "HEAD") or head.has_body \
-                or ctx.cache is None or ctx.stopping or (ctx.access is not None and ctx.access.auth):
+                or ctx.cache is None or (ctx.access is not None and ctx.access.auth):
             return None
         try:
             self._check_request(head)
@@ -275,7 +275,8 @@ class ClientConnection:
         return keep
 
     def _answer_from_l1(self, head: RequestHead, target: Route) -> bool | None:
-        """A checked GET or HEAD answered from the L1, or None: nothing sent."""
+        """A checked GET or HEAD answered from the L1, or None: nothing sent (always while stopping:
+        the handler threads end connections gracefully)."""
         ctx = self.ctx
         if ctx.stopping:
             return None

@@ -60,11 +60,13 @@ class RedisServer:
         self._terminate()
         return self._launch(timeout)
 
+    def _argv(self) -> list[str]:
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", self.directory, "--logfile", self.log_path, "--daemonize", "no", *self.extra_args]
+
     def _launch(self, timeout: float) -> RedisServer:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.directory, "--logfile", self.log_path, "--daemonize", "no", *self.extra_args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
         try:
             wait_until_ready(self.url, self.process, timeout, self.log_path)
         except EmbeddedError:
@@ -110,22 +112,14 @@ class SentinelServer(RedisServer):
     def sentinel_url(self) -> str:
         return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}"
 
-    def _launch(self, timeout: float) -> RedisServer:
+    def _argv(self) -> list[str]:
         config = f"{self.directory}/sentinel.conf"         # Sentinel rewrites its file: one of its own
         with open(config, "w") as out:
             out.write(f"sentinel monitor {self.service} 127.0.0.1 {self.master_port} 1\n"
                       f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
                       f"sentinel failover-timeout {self.service} 3000\n")
-        self.process = subprocess.Popen(
-            [self.binary, config, "--sentinel", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", self.directory, "--logfile", self.log_path, "--daemonize", "no"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_until_ready(self.url, self.process, timeout, self.log_path)
-        except EmbeddedError:
-            self._terminate()
-            raise
-        return self
+        return [self.binary, config, "--sentinel", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.directory, "--logfile", self.log_path, "--daemonize", "no"]
 
     def master(self) -> tuple[str, int] | None:
         """The master's address as this Sentinel sees it now."""
@@ -141,16 +135,24 @@ class SentinelServer(RedisServer):
         return self._clients[0].execute_command("SENTINEL", command, self.service)
 
 
-def start_sentinel(service: str, master_port: int, binary: str | None = None) -> SentinelServer:
-    binary = binary or redis_server_binary()
-    if binary is None:
+def _binary(binary: str | None) -> str:
+    found = binary or redis_server_binary()
+    if found is None:
         raise FileNotFoundError("redis-server is not installed (make sysdeps)")
-    server = SentinelServer(binary, service, master_port)
+    return found
+
+
+def _started(server: RedisServer, timeout: float = 10.0) -> RedisServer:
+    """`server` started, or stopped (its directory removed) if it did not start."""
     try:
-        return server.start()
+        return server.start(timeout)
     except BaseException:
         server.stop()
         raise
+
+
+def start_sentinel(service: str, master_port: int, binary: str | None = None) -> SentinelServer:
+    return _started(SentinelServer(_binary(binary), service, master_port))
 
 
 def start_cluster(size: int = 3, binary: str | None = None, timeout: float = 20.0) -> list[RedisServer]:
@@ -162,7 +164,7 @@ def start_cluster(size: int = 3, binary: str | None = None, timeout: float = 20.
     nodes: list[RedisServer] = []
     try:
         for _ in range(size):
-            node = RedisServer(binary or redis_server_binary() or "redis-server", ())
+            node = RedisServer(_binary(binary), ())
             node.extra_args = ("--cluster-enabled", "yes", "--cluster-config-file", f"{node.directory}/nodes.conf",
                                "--cluster-node-timeout", "2000")
             nodes.append(node.start())
@@ -183,15 +185,7 @@ def start_cluster(size: int = 3, binary: str | None = None, timeout: float = 20.
 
 def start_redis_server(*extra_args: str, binary: str | None = None, timeout: float = 10.0) -> RedisServer:
     """A started server; extra redis-server arguments, e.g. "--maxmemory", "1mb"."""
-    binary = binary or redis_server_binary()
-    if binary is None:
-        raise FileNotFoundError("redis-server is not installed (make sysdeps)")
-    server = RedisServer(binary, extra_args)
-    try:
-        return server.start(timeout)
-    except BaseException:
-        server.stop()
-        raise
+    return _started(RedisServer(_binary(binary), extra_args), timeout)
 
 
 @contextmanager
